@@ -1,0 +1,74 @@
+# jobq: a job queue made of small tools over RabbitMQ and PostgreSQL.
+
+PREFIX ?=	/usr/local
+BINDIR ?=	$(PREFIX)/bin
+MANDIR ?=	$(PREFIX)/share/man
+SQLDIR ?=	$(PREFIX)/share/jobq/sql
+HANDLERDIR ?=	$(PREFIX)/libexec/jobq/handlers
+
+PKGS =		librabbitmq libpq json-c uuid
+PKG_CFLAGS !=	pkg-config --cflags $(PKGS) 2>/dev/null
+PKG_LIBS !=	pkg-config --libs $(PKGS) 2>/dev/null
+
+CC ?=		cc
+CFLAGS ?=	-O2 -g
+WARNINGS =	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+		-Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral \
+		-Wpointer-arith -Wcast-qual -Wvla
+JOBQ_CFLAGS =	-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+		$(WARNINGS) -Ilib $(PKG_CFLAGS) \
+		-DJOBQ_SQLDIR='"$(SQLDIR)"'
+
+TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result
+BINS =		$(TOOLS:%=bin/%)
+LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/job.o lib/json.o
+LIB =		lib/libjobq.a
+MANS =		man/jobq.7 $(TOOLS:%=man/%.1)
+HANDLERS =	handlers/echo handlers/fail handlers/sha256 handlers/sleep
+
+all: $(BINS)
+
+$(LIB): $(LIBOBJS)
+	$(AR) rcs $@ $(LIBOBJS)
+
+lib/%.o: lib/%.c lib/jobq.h
+	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+bin/%: bin/%.c $(LIB) lib/jobq.h
+	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
+
+test/unit: test/unit.c $(LIB) lib/jobq.h
+	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ test/unit.c $(LIB) \
+	    $(PKG_LIBS)
+
+check: all test/unit
+	scripts/deps --check
+	test/unit
+	bats test
+
+lint:
+	mandoc -Tlint -Wstyle $(MANS)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(SQLDIR) \
+	    $(DESTDIR)$(HANDLERDIR)
+	install -m 755 $(BINS) $(DESTDIR)$(BINDIR)
+	install -m 644 $(TOOLS:%=man/%.1) $(DESTDIR)$(MANDIR)/man1
+	install -m 644 man/jobq.7 $(DESTDIR)$(MANDIR)/man7
+	install -m 644 sql/*.sql $(DESTDIR)$(SQLDIR)
+	install -m 755 $(HANDLERS) $(DESTDIR)$(HANDLERDIR)
+
+uninstall:
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) \
+	    $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1) \
+	    $(DESTDIR)$(MANDIR)/man7/jobq.7 \
+	    $(HANDLERS:handlers/%=$(DESTDIR)$(HANDLERDIR)/%)
+	rm -f $(DESTDIR)$(SQLDIR)/*.sql
+	-rmdir $(DESTDIR)$(SQLDIR) $(DESTDIR)$(HANDLERDIR) \
+	    $(DESTDIR)$(PREFIX)/share/jobq $(DESTDIR)$(PREFIX)/libexec/jobq
+
+clean:
+	rm -f $(BINS) $(LIBOBJS) $(LIB) test/unit
+
+.PHONY: all check lint install uninstall clean

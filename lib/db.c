@@ -1,0 +1,221 @@
+/*
+ * db.c: the database side of jobq.
+ *
+ * Connections follow libpq's rules, so the PG* variables work as they
+ * do for psql.  Rows are written only through parameters: a batch of
+ * results travels as one JSON array that PostgreSQL unpacks itself, so
+ * one round trip and one commit store any number of them.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobq.h"
+
+/* A timestamptz column as RFC 3339 in UTC with microseconds. */
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', " \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+static const char fetch_sql[] =
+	"SELECT id::text, type, status, result::text, error, attempts, "
+	"worker, " TS("submitted_at") ", " TS("started_at") ", "
+	TS("finished_at") ", " TS("stored_at") " "
+	"FROM jobs WHERE id = ANY($1::uuid[])";
+
+/*
+ * Of several results for one job, the row keeps the one with the most
+ * attempts, then the highest status rank; a tie keeps what is stored.
+ */
+static const char store_sql[] =
+	"WITH batch AS ("
+	" SELECT DISTINCT ON (r.id) r.* FROM jsonb_to_recordset($1::jsonb)"
+	" AS r(id uuid, type text, status text, result jsonb, error text,"
+	" attempts int, worker text, submitted_at timestamptz,"
+	" started_at timestamptz, finished_at timestamptz)"
+	" ORDER BY r.id, r.attempts DESC, jobq_status_rank(r.status) DESC"
+	"), stored AS ("
+	" INSERT INTO jobs AS j (id, type, status, result, error, attempts,"
+	" worker, submitted_at, started_at, finished_at)"
+	" SELECT id, type, status, result, error, attempts, worker,"
+	" submitted_at, started_at, finished_at FROM batch"
+	" ON CONFLICT (id) DO UPDATE SET type = EXCLUDED.type,"
+	" status = EXCLUDED.status, result = EXCLUDED.result,"
+	" error = EXCLUDED.error, attempts = EXCLUDED.attempts,"
+	" worker = EXCLUDED.worker, submitted_at = EXCLUDED.submitted_at,"
+	" started_at = EXCLUDED.started_at,"
+	" finished_at = EXCLUDED.finished_at, stored_at = now()"
+	" WHERE (EXCLUDED.attempts, jobq_status_rank(EXCLUDED.status)) >"
+	" (j.attempts, jobq_status_rank(j.status))"
+	" RETURNING 1"
+	") SELECT count(*), pg_notify('" JOBQ_NOTIFY_CHANNEL "', "
+	"count(*)::text) FROM stored";
+
+/* The first line of libpq's last error message, for one-line reports. */
+static const char *
+first_line(const char *msg, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s", msg);
+	buf[strcspn(buf, "\n")] = '\0';
+	return buf;
+}
+
+static int
+db_err(PGconn *conn, PGresult *res, const char *what,
+    struct jobq_err *err)
+{
+	char	 line[400];
+	int	 code;
+
+	code = PQstatus(conn) == CONNECTION_BAD ? EX_UNAVAILABLE : EX_DATAERR;
+	first_line(res != NULL ? PQresultErrorMessage(res) :
+	    PQerrorMessage(conn), line, sizeof(line));
+	return jobq_errf(err, code, "%s: %s", what, line);
+}
+
+/*
+ * Connect with a conninfo string or URL; an empty one means libpq's
+ * PG* variables and defaults.  NULL on failure.
+ */
+PGconn *
+jobq_db_open(const char *conninfo, struct jobq_err *err)
+{
+	const char	*keys[] = { "dbname", "fallback_application_name",
+			    NULL };
+	const char	*vals[] = { conninfo, "jobq", NULL };
+	PGconn		*conn;
+	char		 line[400];
+
+	conn = PQconnectdbParams(keys, vals, 1);
+	if (conn == NULL) {
+		jobq_errf(err, EX_OSERR, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		jobq_errf(err, EX_UNAVAILABLE, "database: %s",
+		    first_line(PQerrorMessage(conn), line, sizeof(line)));
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+static json_object *
+text_or_null(PGresult *res, int row, int col)
+{
+	if (PQgetisnull(res, row, col))
+		return NULL;
+	return json_object_new_string(PQgetvalue(res, row, col));
+}
+
+/* One row of fetch_sql as the JSON object that jobq-result prints. */
+static json_object *
+row_object(PGresult *res, int row)
+{
+	static const char	*names[] = { "id", "type", "status", "result",
+				    "error", "attempts", "worker",
+				    "submitted_at", "started_at", "finished_at",
+				    "stored_at" };
+	json_object		*o, *v;
+	int			 col;
+
+	if ((o = json_object_new_object()) == NULL)
+		return NULL;
+	for (col = 0; col < 11; col++) {
+		if (PQgetisnull(res, row, col))
+			v = NULL;
+		else if (col == 3)
+			v = json_tokener_parse(PQgetvalue(res, row, col));
+		else if (col == 5)
+			v = json_object_new_int(atoi(PQgetvalue(res, row,
+			    col)));
+		else
+			v = text_or_null(res, row, col);
+		json_object_object_add(o, names[col], v);
+	}
+	return o;
+}
+
+/*
+ * Look up the rows of n jobs.  rows[i] becomes the row of ids[i] as a
+ * JSON object, or NULL when no row is stored for it.  The ids must be
+ * canonical UUIDs.
+ */
+int
+jobq_db_fetch(PGconn *conn, char (*ids)[JOBQ_UUID_LEN + 1], size_t n,
+    json_object **rows, struct jobq_err *err)
+{
+	PGresult	*res;
+	char		*array, *p;
+	const char	*params[1];
+	size_t		 i;
+	int		 row, rc = -1;
+
+	for (i = 0; i < n; i++)
+		rows[i] = NULL;
+	if ((array = malloc(n * (JOBQ_UUID_LEN + 1) + 3)) == NULL)
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	p = array;
+	*p++ = '{';
+	for (i = 0; i < n; i++) {
+		if (i > 0)
+			*p++ = ',';
+		memcpy(p, ids[i], JOBQ_UUID_LEN);
+		p += JOBQ_UUID_LEN;
+	}
+	*p++ = '}';
+	*p = '\0';
+	params[0] = array;
+	res = PQexecParams(conn, fetch_sql, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_err(conn, res, "fetch jobs", err);
+		goto out;
+	}
+	for (row = 0; row < PQntuples(res); row++)
+		for (i = 0; i < n; i++)
+			if (rows[i] == NULL &&
+			    strcmp(ids[i], PQgetvalue(res, row, 0)) == 0)
+				rows[i] = row_object(res, row);
+	rc = 0;
+out:
+	PQclear(res);
+	free(array);
+	return rc;
+}
+
+/*
+ * Store a batch of results, given as the JSON text of an array of
+ * result messages, in one statement and so in one transaction; notify
+ * the waiters in the same transaction.  *stored is the number of rows
+ * that changed.  EX_DATAERR means the batch held something the table
+ * refused; EX_UNAVAILABLE that the connection failed.
+ */
+int
+jobq_db_store(PGconn *conn, const char *batch, long *stored,
+    struct jobq_err *err)
+{
+	static PGconn	*prepared;
+	PGresult	*res;
+	const char	*params[1] = { batch };
+	int		 rc = -1;
+
+	if (prepared != conn) {
+		res = PQprepare(conn, "jobq_store", store_sql, 1, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_err(conn, res, "prepare store", err);
+			PQclear(res);
+			return -1;
+		}
+		PQclear(res);
+		prepared = conn;
+	}
+	res = PQexecPrepared(conn, "jobq_store", 1, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_err(conn, res, "store results", err);
+		goto out;
+	}
+	*stored = atol(PQgetvalue(res, 0, 0));
+	rc = 0;
+out:
+	PQclear(res);
+	return rc;
+}

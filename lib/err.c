@@ -1,0 +1,346 @@
+/*
+ * err.c: errors, log lines, numbers, timestamps and configuration.
+ *
+ * Log lines are logfmt, one per event, on stderr:
+ *	ts=... level=info tool=jobq-work msg="job done" id=... ms=12
+ * Only programs call jobq_log(); the rest of the library reports
+ * through struct jobq_err.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uuid.h>
+
+#include "jobq.h"
+
+static const char	*log_tool = "jobq";
+static enum jobq_level	 log_level = JOBQ_INFO;
+static const char	*level_names[] = { "error", "warn", "info", "debug" };
+
+/*
+ * Fill an error with a sysexits code and a message; return -1 so that
+ * a caller can write "return jobq_errf(...)".
+ */
+int
+jobq_errf(struct jobq_err *err, int code, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	if (err == NULL)
+		return -1;
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Name the tool in log lines and read the level from JOBQ_LOG. */
+void
+jobq_log_init(const char *tool)
+{
+	const char	*s;
+	size_t		 i;
+
+	log_tool = tool;
+	if ((s = getenv("JOBQ_LOG")) == NULL || *s == '\0')
+		return;
+	for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+		if (strcmp(s, level_names[i]) == 0)
+			log_level = (enum jobq_level)i;
+}
+
+int
+jobq_log_enabled(enum jobq_level level)
+{
+	return level <= log_level;
+}
+
+/*
+ * Write one logfmt line: the time, the level, the tool, the message and
+ * then the key=value pairs that fmt formats.  Values that may hold
+ * spaces or quotes go through jobq_q().
+ */
+void
+jobq_log(enum jobq_level level, const char *msg, const char *fmt, ...)
+{
+	char	 ts[JOBQ_TIME_LEN + 1], line[4096];
+	int	 n;
+	va_list	 ap;
+
+	if (!jobq_log_enabled(level))
+		return;
+	jobq_now(ts);
+	n = snprintf(line, sizeof(line), "ts=%s level=%s tool=%s msg=%s",
+	    ts, level_names[level], log_tool, jobq_q(msg));
+	if (n > 0 && (size_t)n < sizeof(line) && fmt != NULL &&
+	    *fmt != '\0') {
+		line[n++] = ' ';
+		va_start(ap, fmt);
+		vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		va_end(ap);
+	}
+	fprintf(stderr, "%s\n", line);
+}
+
+/*
+ * Quote a string as a logfmt value.  The result lives in one of a few
+ * static buffers, so that several values fit in one jobq_log() call.
+ */
+const char *
+jobq_q(const char *s)
+{
+	static char	 bufs[4][1024];
+	static int	 next;
+	char		*b = bufs[next++ % 4];
+	size_t		 i = 0;
+
+	if (s == NULL)
+		s = "";
+	b[i++] = '"';
+	for (; *s != '\0' && i < sizeof(bufs[0]) - 3; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			b[i++] = '\\';
+			b[i++] = c;
+		} else if (c == '\n' || c == '\t' || c == '\r')
+			b[i++] = ' ';
+		else if (c < 0x20 || c == 0x7f)
+			b[i++] = '?';
+		else
+			b[i++] = c;
+	}
+	b[i++] = '"';
+	b[i] = '\0';
+	return b;
+}
+
+/* Parse a decimal integer in [min, max]; 0 on success, -1 otherwise. */
+int
+jobq_parse_long(const char *s, long min, long max, long *out)
+{
+	char	*end;
+	long	 v;
+
+	if (s == NULL || *s == '\0' || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* The current time as RFC 3339 in UTC with microseconds. */
+void
+jobq_now(char buf[JOBQ_TIME_LEN + 1])
+{
+	struct timespec	 ts;
+	struct tm	 tm;
+	char		 date[32], full[64];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(full, sizeof(full), "%s.%06ldZ", date, ts.tv_nsec / 1000);
+	memcpy(buf, full, JOBQ_TIME_LEN);
+	buf[JOBQ_TIME_LEN] = '\0';
+}
+
+static int
+digits(const char *s, int n)
+{
+	for (; n > 0; n--, s++)
+		if (!isdigit((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/*
+ * Whether s is an RFC 3339 date-time: a date, "T", a time with optional
+ * fraction, and "Z" or a numeric offset.  Ranges of fields are checked
+ * loosely; PostgreSQL checks them again when the row is written.
+ */
+int
+jobq_time_valid(const char *s)
+{
+	size_t	 i;
+
+	if (strlen(s) < 20 || !digits(s, 4) || s[4] != '-' ||
+	    !digits(s + 5, 2) || s[7] != '-' || !digits(s + 8, 2) ||
+	    (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2) ||
+	    s[13] != ':' || !digits(s + 14, 2) || s[16] != ':' ||
+	    !digits(s + 17, 2))
+		return 0;
+	if (atoi(s + 5) < 1 || atoi(s + 5) > 12 || atoi(s + 8) < 1 ||
+	    atoi(s + 8) > 31 || atoi(s + 11) > 23 || atoi(s + 14) > 59 ||
+	    atoi(s + 17) > 60)
+		return 0;
+	i = 19;
+	if (s[i] == '.') {
+		if (!isdigit((unsigned char)s[++i]))
+			return 0;
+		while (isdigit((unsigned char)s[i]))
+			i++;
+	}
+	if ((s[i] == 'Z' || s[i] == 'z') && s[i + 1] == '\0')
+		return 1;
+	if ((s[i] == '+' || s[i] == '-') && digits(s + i + 1, 2) &&
+	    s[i + 3] == ':' && digits(s + i + 4, 2) && s[i + 6] == '\0')
+		return 1;
+	return 0;
+}
+
+/*
+ * Copy a URL or a libpq conninfo with its password replaced by "****",
+ * for messages and logs.  Handles "scheme://user:secret@host" and
+ * "password=secret" (quoted or not).  Returns -1 when it had to cut.
+ */
+int
+jobq_mask_secret(const char *in, char *out, size_t size)
+{
+	const char	*p, *at, *colon, *pw;
+	size_t		 n;
+
+	if (size == 0)
+		return -1;
+	out[0] = '\0';
+	if ((p = strstr(in, "://")) != NULL) {
+		p += 3;
+		at = strchr(p, '@');
+		colon = strchr(p, ':');
+		if (at != NULL && colon != NULL && colon < at &&
+		    strchr(p, '/') > at) {
+			n = snprintf(out, size, "%.*s:****%s",
+			    (int)(colon - in), in, at);
+			return n < size ? 0 : -1;
+		}
+	}
+	if ((pw = strstr(in, "password=")) != NULL) {
+		const char *end = pw + 9;
+
+		if (*end == '\'') {
+			for (end++; *end != '\0' && *end != '\''; end++)
+				if (*end == '\\' && end[1] != '\0')
+					end++;
+			if (*end == '\'')
+				end++;
+		} else
+			end += strcspn(end, " \t\n");
+		n = snprintf(out, size, "%.*spassword=****%s",
+		    (int)(pw - in), in, end);
+		return n < size ? 0 : -1;
+	}
+	n = snprintf(out, size, "%s", in);
+	return n < size ? 0 : -1;
+}
+
+static const char *
+env_or(const char *name, const char *def)
+{
+	const char	*v = getenv(name);
+
+	return v != NULL && *v != '\0' ? v : def;
+}
+
+/* Fill a configuration from the defaults and the JOBQ_* variables. */
+void
+jobq_config_init(struct jobq_config *cfg)
+{
+	long	 size;
+
+	cfg->amqp_url = env_or("JOBQ_AMQP_URL", JOBQ_DEFAULT_AMQP_URL);
+	cfg->db_conninfo = env_or("JOBQ_DATABASE_URL", "");
+	cfg->exchange = env_or("JOBQ_EXCHANGE", JOBQ_DEFAULT_EXCHANGE);
+	cfg->job_queue = env_or("JOBQ_JOB_QUEUE", JOBQ_DEFAULT_JOB_QUEUE);
+	cfg->result_queue = env_or("JOBQ_RESULT_QUEUE",
+	    JOBQ_DEFAULT_RES_QUEUE);
+	cfg->max_size = JOBQ_DEFAULT_MAX_SIZE;
+	if (jobq_parse_long(getenv("JOBQ_MAX_SIZE"), 1, JOBQ_MAX_SIZE_LIMIT,
+	    &size) == 0)
+		cfg->max_size = (size_t)size;
+}
+
+static int
+name_valid(const char *s)
+{
+	size_t	 n = strlen(s);
+
+	return n > 0 && n <= 255;
+}
+
+/*
+ * Check the settings that came from the environment, where a bad value
+ * could not be reported at once.
+ */
+int
+jobq_config_check(const struct jobq_config *cfg, struct jobq_err *err)
+{
+	const char	*s = getenv("JOBQ_MAX_SIZE");
+	long		 size;
+
+	if (s != NULL && *s != '\0' &&
+	    jobq_parse_long(s, 1, JOBQ_MAX_SIZE_LIMIT, &size) == -1)
+		return jobq_errf(err, EX_USAGE, "JOBQ_MAX_SIZE: %s: not a "
+		    "number of bytes from 1 to %d", s, JOBQ_MAX_SIZE_LIMIT);
+	if (!name_valid(cfg->exchange))
+		return jobq_errf(err, EX_USAGE, "exchange name must be 1 "
+		    "to 255 bytes");
+	if (!name_valid(cfg->job_queue) || !name_valid(cfg->result_queue))
+		return jobq_errf(err, EX_USAGE, "queue names must be 1 to "
+		    "255 bytes");
+	return 0;
+}
+
+/*
+ * Copy a UUID in canonical lowercase form into out; -1 when s is not a
+ * UUID in the 8-4-4-4-12 hexadecimal form.
+ */
+int
+jobq_uuid_canon(const char *s, char out[JOBQ_UUID_LEN + 1])
+{
+	uuid_t	 u;
+
+	if (strlen(s) != JOBQ_UUID_LEN || uuid_parse(s, u) == -1)
+		return -1;
+	uuid_unparse_lower(u, out);
+	return 0;
+}
+
+void
+jobq_uuid_new(char out[JOBQ_UUID_LEN + 1])
+{
+	uuid_t	 u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+/* Whether s matches [A-Za-z0-9][A-Za-z0-9._-]{0,63}. */
+int
+jobq_type_valid(const char *s)
+{
+	size_t	 i;
+
+	if (!((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') ||
+	    (s[0] >= '0' && s[0] <= '9')))
+		return 0;
+	for (i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (i >= JOBQ_TYPE_MAX)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		    c == '-'))
+			return 0;
+	}
+	return 1;
+}
