@@ -85,6 +85,9 @@ jobq_amqp_open(const char *url, const char *name, struct jobq_err *err)
 		jobq_errf(err, EX_USAGE, "%s: not an amqp:// URL", masked);
 		goto fail;
 	}
+	/* "amqp://host/" names the vhost "", which no broker has. */
+	if (*ci.vhost == '\0')
+		ci.vhost = "/";
 	if (ci.ssl) {
 		jobq_errf(err, EX_USAGE, "%s: amqps:// is not supported",
 		    masked);
@@ -97,8 +100,8 @@ jobq_amqp_open(const char *url, const char *name, struct jobq_err *err)
 	}
 	if ((rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv)) !=
 	    AMQP_STATUS_OK) {
-		jobq_errf(err, EX_UNAVAILABLE, "broker %s: %s", masked,
-		    amqp_error_string2(rc));
+		jobq_errf(err, EX_UNAVAILABLE, "broker %s: cannot connect: "
+		    "%s", masked, amqp_error_string2(rc));
 		goto fail;
 	}
 	prop.key = amqp_cstring_bytes("connection_name");

@@ -72,6 +72,14 @@ db_err(PGconn *conn, PGresult *res, const char *what,
 	return jobq_errf(err, code, "%s: %s", what, line);
 }
 
+/* libpq prints notices on stderr by default; the library never prints. */
+static void
+ignore_notice(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
 /*
  * Connect with a conninfo string or URL; an empty one means libpq's
  * PG* variables and defaults.  NULL on failure.
@@ -96,6 +104,7 @@ jobq_db_open(const char *conninfo, struct jobq_err *err)
 		PQfinish(conn);
 		return NULL;
 	}
+	PQsetNoticeProcessor(conn, ignore_notice, NULL);
 	return conn;
 }
 

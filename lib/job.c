@@ -41,34 +41,6 @@ has_nul(json_object *s)
 	    (size_t)json_object_get_string_len(s);
 }
 
-/* Whether any string or key in a JSON value holds a NUL. */
-static int
-tree_has_nul(json_object *v)
-{
-	size_t	 i, n;
-
-	switch (json_object_get_type(v)) {
-	case json_type_string:
-		return has_nul(v);
-	case json_type_array:
-		n = json_object_array_length(v);
-		for (i = 0; i < n; i++)
-			if (tree_has_nul(json_object_array_get_idx(v, i)))
-				return 1;
-		return 0;
-	case json_type_object: {
-		json_object_object_foreach(v, key, val) {
-			(void)key;
-			if (tree_has_nul(val))
-				return 1;
-		}
-		return 0;
-	}
-	default:
-		return 0;
-	}
-}
-
 /* Read an integer member in [min, max]; 0 when absent, 1, or -1. */
 static int
 int_member(json_object *obj, const char *key, long min, long max,
@@ -421,7 +393,7 @@ jobq_result_decode(const void *body, size_t len, struct jobq_result *r,
 		goto out;
 	}
 	json_object_object_get_ex(m, "result", &result);
-	if (tree_has_nul(result)) {
+	if (jobq_json_has_nul(result)) {
 		jobq_errf(err, EX_DATAERR, "member \"result\": holds a NUL "
 		    "character");
 		goto out;

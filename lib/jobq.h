@@ -134,6 +134,7 @@ long	 jobq_reader_line(const struct jobq_reader *);
 int	 jobq_json_parse(const char *, size_t, size_t, json_object **,
 	    struct jobq_err *);
 const char *jobq_json_str(json_object *);
+int	 jobq_json_has_nul(json_object *);
 int	 jobq_utf8_valid(const char *, size_t);
 char	*jobq_utf8_clean(const char *, size_t);
 

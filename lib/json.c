@@ -206,6 +206,38 @@ jobq_json_parse(const char *buf, size_t len, size_t max, json_object **obj,
 	return rc == 1 ? 0 : -1;
 }
 
+/*
+ * Whether any string in a JSON value holds a NUL character (written
+ * \u0000), which PostgreSQL's jsonb refuses.
+ */
+int
+jobq_json_has_nul(json_object *v)
+{
+	size_t	 i, n;
+
+	switch (json_object_get_type(v)) {
+	case json_type_string:
+		return strlen(json_object_get_string(v)) !=
+		    (size_t)json_object_get_string_len(v);
+	case json_type_array:
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++)
+			if (jobq_json_has_nul(json_object_array_get_idx(v, i)))
+				return 1;
+		return 0;
+	case json_type_object: {
+		json_object_object_foreach(v, key, val) {
+			(void)key;
+			if (jobq_json_has_nul(val))
+				return 1;
+		}
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
 /* Compact JSON text of obj, owned by obj; "null" for NULL. */
 const char *
 jobq_json_str(json_object *obj)

@@ -1,0 +1,233 @@
+/*
+ * jobq-result: print the stored rows of jobs, waiting for them if asked.
+ *
+ * Rows are printed as JSON lines in the order of the ids given.  A
+ * wait listens for the store's notifications and looks again only when
+ * one arrives, so waiting costs nothing while nothing is stored.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jobq.h"
+
+static const char	*progname = "jobq-result";
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: %s [-hVw] [-d conninfo] [-t seconds] id ...\n",
+	    progname);
+	exit(EX_USAGE);
+}
+
+static void
+die(const struct jobq_err *err)
+{
+	fprintf(stderr, "%s: %s\n", progname, err->msg);
+	exit(err->code);
+}
+
+static int
+is_final(json_object *row)
+{
+	json_object	*st;
+
+	return row != NULL && json_object_object_get_ex(row, "status", &st) &&
+	    jobq_status_final(json_object_get_string(st));
+}
+
+/* Fetch every row that is not final yet; the number still not final. */
+static size_t
+refresh(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
+    size_t n)
+{
+	struct jobq_err	 err;
+	char		(*want)[JOBQ_UUID_LEN + 1];
+	json_object	**got;
+	size_t		 i, k = 0, left = 0;
+
+	if ((want = calloc(n, sizeof(*want))) == NULL ||
+	    (got = calloc(n, sizeof(*got))) == NULL) {
+		jobq_errf(&err, EX_OSERR, "out of memory");
+		die(&err);
+	}
+	for (i = 0; i < n; i++)
+		if (!is_final(rows[i]))
+			memcpy(want[k++], ids[i], sizeof(want[0]));
+	if (k > 0 && jobq_db_fetch(db, want, k, got, &err) == -1)
+		die(&err);
+	for (i = 0, k = 0; i < n; i++) {
+		if (is_final(rows[i]))
+			continue;
+		json_object_put(rows[i]);
+		rows[i] = got[k++];
+		if (!is_final(rows[i]))
+			left++;
+	}
+	free(want);
+	free(got);
+	return left;
+}
+
+static long
+now_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Wait for notifications until every job is final or the deadline
+ * (0: none; else in now_ms() terms) passes.
+ */
+static void
+wait_rows(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
+    size_t n, long deadline)
+{
+	struct jobq_err	 err;
+	struct pollfd	 pfd;
+	PGresult	*res;
+	PGnotify	*note;
+	long		 timeout;
+
+	res = PQexec(db, "LISTEN " JOBQ_NOTIFY_CHANNEL);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		jobq_errf(&err, EX_UNAVAILABLE, "listen: %s",
+		    PQerrorMessage(db));
+		die(&err);
+	}
+	PQclear(res);
+	while (refresh(db, ids, rows, n) > 0) {
+		timeout = -1;
+		if (deadline != 0 && (timeout = deadline - now_ms()) <= 0)
+			return;
+		pfd.fd = PQsocket(db);
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, (int)timeout) == -1 && errno != EINTR) {
+			jobq_errf(&err, EX_OSERR, "poll: %s", strerror(errno));
+			die(&err);
+		}
+		if (PQconsumeInput(db) == 0) {
+			jobq_errf(&err, EX_UNAVAILABLE, "database: %s",
+			    PQerrorMessage(db));
+			die(&err);
+		}
+		while ((note = PQnotifies(db)) != NULL)
+			PQfreemem(note);
+	}
+}
+
+/* Print the rows; the exit status that they call for. */
+static int
+print_rows(char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows, size_t n)
+{
+	json_object	*st;
+	size_t		 i;
+	int		 rc = 0, missing = 0;
+
+	for (i = 0; i < n; i++) {
+		if (rows[i] == NULL) {
+			fprintf(stderr, "%s: %s: no result stored\n", progname,
+			    ids[i]);
+			missing = 1;
+			continue;
+		}
+		printf("%s\n", jobq_json_str(rows[i]));
+		if (!is_final(rows[i]))
+			missing = 1;
+		else if (json_object_object_get_ex(rows[i], "status", &st) &&
+		    strcmp(json_object_get_string(st), "failed") == 0)
+			rc = 1;
+	}
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "%s: stdout: %s\n", progname, strerror(errno));
+		return EX_IOERR;
+	}
+	return missing ? EX_TEMPFAIL : rc;
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "database",	required_argument,	NULL, 'd' },
+		{ "help",	no_argument,		NULL, 'h' },
+		{ "timeout",	required_argument,	NULL, 't' },
+		{ "version",	no_argument,		NULL, 'V' },
+		{ "wait",	no_argument,		NULL, 'w' },
+		{ NULL,		0,			NULL, 0 }
+	};
+	struct jobq_config	 cfg;
+	struct jobq_err		 err;
+	char			(*ids)[JOBQ_UUID_LEN + 1];
+	json_object		**rows;
+	PGconn			*db;
+	size_t			 n, i;
+	long			 timeout = 0;
+	int			 c, wait = 0, rc;
+
+	jobq_config_init(&cfg);
+	while ((c = getopt_long(argc, argv, "d:ht:Vw", longopts, NULL)) != -1)
+		switch (c) {
+		case 'd':
+			cfg.db_conninfo = optarg;
+			break;
+		case 't':
+			if (jobq_parse_long(optarg, 1, JOBQ_MAX_TIMEOUT,
+			    &timeout) == -1) {
+				fprintf(stderr, "%s: -t %s: not a number of "
+				    "seconds from 1 to %d\n", progname, optarg,
+				    JOBQ_MAX_TIMEOUT);
+				usage();
+			}
+			wait = 1;
+			break;
+		case 'V':
+			printf("%s %s\n", progname, JOBQ_VERSION);
+			return 0;
+		case 'w':
+			wait = 1;
+			break;
+		case 'h':
+		default:
+			usage();
+		}
+	argc -= optind;
+	argv += optind;
+	if (argc == 0)
+		usage();
+
+	n = (size_t)argc;
+	if ((ids = calloc(n, sizeof(*ids))) == NULL ||
+	    (rows = calloc(n, sizeof(*rows))) == NULL) {
+		jobq_errf(&err, EX_OSERR, "out of memory");
+		die(&err);
+	}
+	for (i = 0; i < n; i++)
+		if (jobq_uuid_canon(argv[i], ids[i]) == -1) {
+			jobq_errf(&err, EX_DATAERR, "%s: not a job id (a UUID)",
+			    argv[i]);
+			die(&err);
+		}
+	if ((db = jobq_db_open(cfg.db_conninfo, &err)) == NULL)
+		die(&err);
+	if (wait)
+		wait_rows(db, ids, rows, n, timeout > 0 ?
+		    now_ms() + timeout * 1000 : 0);
+	else if (jobq_db_fetch(db, ids, n, rows, &err) == -1)
+		die(&err);
+	rc = print_rows(ids, rows, n);
+	for (i = 0; i < n; i++)
+		json_object_put(rows[i]);
+	free(rows);
+	free(ids);
+	PQfinish(db);
+	return rc;
+}
