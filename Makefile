@@ -37,12 +37,14 @@ lib/%.o: lib/%.c lib/jobq.h
 bin/%: bin/%.c $(LIB) lib/jobq.h
 	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
 
-test/unit: test/unit.c $(LIB) lib/jobq.h
-	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ test/unit.c $(LIB) \
-	    $(PKG_LIBS)
+test/unit test/qtool: $(LIB) lib/jobq.h
+	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $@.c $(LIB) $(PKG_LIBS)
 
-check: all test/unit
-	scripts/deps --check
+test/unit: test/unit.c
+test/qtool: test/qtool.c
+
+check: all test/unit test/qtool
+	scripts/deps
 	test/unit
 	bats test
 
@@ -69,6 +71,6 @@ uninstall:
 	    $(DESTDIR)$(PREFIX)/share/jobq $(DESTDIR)$(PREFIX)/libexec/jobq
 
 clean:
-	rm -f $(BINS) $(LIBOBJS) $(LIB) test/unit
+	rm -f $(BINS) $(LIBOBJS) $(LIB) test/unit test/qtool
 
 .PHONY: all check lint install uninstall clean

@@ -1,0 +1,114 @@
+# Shared by every test file: assertions, a fresh world for each test,
+# and background processes that are stopped by pid when the test ends.
+
+load '/usr/lib/bats/bats-support/load'
+load '/usr/lib/bats/bats-assert/load'
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+PATH=$ROOT/bin:$ROOT/test:$PATH
+
+# Each test gets its own exchange, queues and database, so that tests
+# share the servers but nothing else.
+setup() {
+	local n=t${BATS_SUITE_TEST_NUMBER}_$$
+	export JOBQ_EXCHANGE=$n.jobs JOBQ_JOB_QUEUE=$n.added
+	export JOBQ_RESULT_QUEUE=$n.result PGDATABASE=$n
+	export JOBQ_SQL_DIR=$ROOT/sql JOBQ_LOG=info
+	unset JOBQ_MAX_SIZE
+	createdb "$PGDATABASE"
+	JOBS=$BATS_TEST_TMPDIR
+}
+
+teardown() {
+	local f
+	for f in "$BATS_TEST_TMPDIR"/*.pid; do
+		[ -e "$f" ] || continue
+		kill -TERM "$(cat "$f")" 2>/dev/null || true
+	done
+	for f in "$BATS_TEST_TMPDIR"/*.pid; do
+		[ -e "$f" ] || continue
+		wait_gone "$(cat "$f")" || kill -KILL "$(cat "$f")" 2>/dev/null || true
+	done
+	dropdb --if-exists --force "$PGDATABASE" 2>/dev/null || true
+}
+
+# migrate: bring this test's database up to date.
+migrate() {
+	jobq-migrate 2>/dev/null
+}
+
+# start NAME COMMAND...: run a long-running tool in the background, its
+# stderr in $JOBS/NAME.log and its pid in $JOBS/NAME.pid.
+start() {
+	local name=$1
+	shift
+	"$@" >"$JOBS/$name.out" 2>"$JOBS/$name.log" 3>&- &
+	echo $! >"$JOBS/$name.pid"
+}
+
+# stop NAME: send TERM and wait; the exit status is in $JOBS/NAME.rc.
+stop() {
+	local pid rc=0
+	pid=$(cat "$JOBS/$1.pid")
+	kill -TERM "$pid"
+	wait "$pid" || rc=$?
+	echo "$rc" >"$JOBS/$1.rc"
+	rm -f "$JOBS/$1.pid"
+}
+
+# wait_gone PID: wait up to 10 s for a process to end.
+wait_gone() {
+	local i
+	for i in $(seq 100); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# eventually COMMAND...: retry a command every 0.1 s for up to 20 s.
+eventually() {
+	local i
+	for i in $(seq 200); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	"$@"
+}
+
+# depth QUEUE: the number of ready messages on a queue.
+depth() {
+	qtool depth "$1" | cut -d' ' -f1
+}
+
+# has_depth QUEUE N: whether a queue holds exactly N ready messages.
+has_depth() {
+	[ "$(depth "$1")" = "$2" ]
+}
+
+# logged NAME TEXT: whether a background tool's log holds TEXT.
+logged() {
+	grep -q -- "$2" "$JOBS/$1.log"
+}
+
+# sql QUERY: the result of a query, unaligned, without headers.
+sql() {
+	psql -X -A -t -q -c "$1"
+}
+
+# handler NAME BODY: write an executable shell handler $JOBS/h/NAME.
+handler() {
+	mkdir -p "$JOBS/h"
+	printf '#!/bin/sh\n%s\n' "$2" >"$JOBS/h/$1"
+	chmod +x "$JOBS/h/$1"
+}
+
+# a free TCP port of 127.0.0.1 where nothing listens
+dead_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 40000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || break
+	done
+	echo "$p"
+}
