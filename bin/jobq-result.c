@@ -134,6 +134,8 @@ print_rows(char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows, size_t n)
 
 	for (i = 0; i < n; i++) {
 		if (rows[i] == NULL) {
+			/* Keep the order of the ids on a shared terminal. */
+			fflush(stdout);
 			fprintf(stderr, "%s: %s: no result stored\n", progname,
 			    ids[i]);
 			missing = 1;

@@ -200,32 +200,38 @@ jobq_time_valid(const char *s)
 
 /*
  * Copy a URL or a libpq conninfo with its password replaced by "****",
- * for messages and logs.  Handles "scheme://user:secret@host" and
- * "password=secret" (quoted or not).  Returns -1 when it had to cut.
+ * for messages and logs.  Handles "scheme://user:secret@host..." and
+ * "password = secret" (quoted or not, spaces around "=" or not).
+ * Returns -1 when the copy had to be cut short.
  */
 int
 jobq_mask_secret(const char *in, char *out, size_t size)
 {
-	const char	*p, *at, *colon, *pw;
-	size_t		 n;
+	const char	*auth, *auth_end, *at = NULL, *colon, *p, *v, *end;
+	int		 n;
 
-	if (size == 0)
-		return -1;
-	out[0] = '\0';
-	if ((p = strstr(in, "://")) != NULL) {
-		p += 3;
-		at = strchr(p, '@');
-		colon = strchr(p, ':');
-		if (at != NULL && colon != NULL && colon < at &&
-		    strchr(p, '/') > at) {
+	if ((auth = strstr(in, "://")) != NULL) {
+		auth += 3;
+		auth_end = auth + strcspn(auth, "/?#");
+		for (p = auth; p < auth_end; p++)
+			if (*p == '@')
+				at = p;
+		colon = memchr(auth, ':', at != NULL ? (size_t)(at - auth) : 0);
+		if (colon != NULL) {
 			n = snprintf(out, size, "%.*s:****%s",
 			    (int)(colon - in), in, at);
-			return n < size ? 0 : -1;
+			return n >= 0 && (size_t)n < size ? 0 : -1;
 		}
 	}
-	if ((pw = strstr(in, "password=")) != NULL) {
-		const char *end = pw + 9;
-
+	for (p = in; (p = strstr(p, "password")) != NULL; p += 8) {
+		if (p > in && !isspace((unsigned char)p[-1]))
+			continue;
+		v = p + 8 + strspn(p + 8, " \t\n");
+		if (*v != '=')
+			continue;
+		v++;
+		v += strspn(v, " \t\n");
+		end = v;
 		if (*end == '\'') {
 			for (end++; *end != '\0' && *end != '\''; end++)
 				if (*end == '\\' && end[1] != '\0')
@@ -234,12 +240,11 @@ jobq_mask_secret(const char *in, char *out, size_t size)
 				end++;
 		} else
 			end += strcspn(end, " \t\n");
-		n = snprintf(out, size, "%.*spassword=****%s",
-		    (int)(pw - in), in, end);
-		return n < size ? 0 : -1;
+		n = snprintf(out, size, "%.*s****%s", (int)(v - in), in, end);
+		return n >= 0 && (size_t)n < size ? 0 : -1;
 	}
 	n = snprintf(out, size, "%s", in);
-	return n < size ? 0 : -1;
+	return n >= 0 && (size_t)n < size ? 0 : -1;
 }
 
 static const char *

@@ -2,9 +2,11 @@
  * json.c: strict JSON reading and UTF-8 checks.
  *
  * Documents from clients must be RFC 8259 JSON in valid UTF-8.  json-c
- * is lenient by default (comments, single quotes, trailing commas), so
- * every parse in jobq goes through a reader made here, with the strict
- * flags, a nesting limit, a size limit and a refusal of NUL bytes.
+ * is lenient even with its strict flag (it takes NaN, Infinity, -01,
+ * 1., single-quoted keys and raw control characters in strings), so
+ * every parse in jobq goes through a reader made here: json-c finds
+ * where a document ends and builds it, and a scanner of our own checks
+ * the document's bytes against the RFC's grammar before it is used.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,8 @@ struct jobq_reader {
 	int		 in_doc;	/* a document has begun */
 	long		 line;		/* line of the next byte */
 	long		 doc_line;	/* line where the document began */
+	char		*doc;		/* the bytes of a document that */
+	size_t		 doc_len;	/* spans several feeds */
 };
 
 static int
@@ -38,6 +42,239 @@ newlines(const char *s, size_t n)
 		s = p + 1;
 	}
 	return lines;
+}
+
+/* A scan of one document against the grammar of RFC 8259. */
+struct scan {
+	const unsigned char	*p, *start, *end;
+	int			 depth;
+	int			 nul;	/* the last string held \u0000 */
+	const char		*why;
+};
+
+static size_t utf8_seq(const unsigned char *, size_t);
+static int scan_value(struct scan *);
+
+static int
+scan_fail(struct scan *s, const char *why)
+{
+	s->why = why;
+	return -1;
+}
+
+static void
+scan_space(struct scan *s)
+{
+	while (s->p < s->end && is_space((char)*s->p))
+		s->p++;
+}
+
+static int
+at(struct scan *s, char c)
+{
+	return s->p < s->end && *s->p == (unsigned char)c;
+}
+
+static int
+digit(struct scan *s)
+{
+	return s->p < s->end && *s->p >= '0' && *s->p <= '9';
+}
+
+static int
+scan_digits(struct scan *s)
+{
+	if (!digit(s))
+		return scan_fail(s, "malformed number");
+	while (digit(s))
+		s->p++;
+	return 0;
+}
+
+static int
+scan_number(struct scan *s)
+{
+	if (at(s, '-'))
+		s->p++;
+	if (at(s, '0')) {
+		s->p++;
+		if (digit(s))
+			return scan_fail(s, "number with a leading zero");
+	} else if (scan_digits(s) == -1)
+		return -1;
+	if (at(s, '.')) {
+		s->p++;
+		if (scan_digits(s) == -1)
+			return -1;
+	}
+	if (at(s, 'e') || at(s, 'E')) {
+		s->p++;
+		if (at(s, '+') || at(s, '-'))
+			s->p++;
+		if (scan_digits(s) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+scan_escape(struct scan *s)
+{
+	int	 i;
+
+	if (s->p == s->end)
+		return scan_fail(s, "unterminated string");
+	if (strchr("\"\\/bfnrt", *s->p) != NULL && *s->p != '\0') {
+		s->p++;
+		return 0;
+	}
+	if (*s->p != 'u')
+		return scan_fail(s, "invalid escape in a string");
+	s->p++;
+	if ((size_t)(s->end - s->p) >= 4 && memcmp(s->p, "0000", 4) == 0)
+		s->nul = 1;
+	for (i = 0; i < 4; i++, s->p++)
+		if (s->p == s->end || strchr("0123456789abcdefABCDEF",
+		    *s->p) == NULL || *s->p == '\0')
+			return scan_fail(s, "invalid \\u escape in a string");
+	return 0;
+}
+
+static int
+scan_string(struct scan *s)
+{
+	size_t	 k;
+
+	s->nul = 0;
+	s->p++;
+	while (s->p < s->end) {
+		if (*s->p == '"') {
+			s->p++;
+			return 0;
+		}
+		if (*s->p < 0x20)
+			return scan_fail(s, "control character in a string");
+		if (*s->p == '\\') {
+			s->p++;
+			if (scan_escape(s) == -1)
+				return -1;
+		} else if (*s->p < 0x80)
+			s->p++;
+		else if ((k = utf8_seq(s->p, (size_t)(s->end - s->p))) != 0)
+			s->p += k;
+		else
+			return scan_fail(s, "invalid UTF-8");
+	}
+	return scan_fail(s, "unterminated string");
+}
+
+static int
+scan_word(struct scan *s, const char *word)
+{
+	size_t	 n = strlen(word);
+
+	if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+		return scan_fail(s, "unexpected characters");
+	s->p += n;
+	return 0;
+}
+
+/* An object or an array, after its opening bracket. */
+static int
+scan_members(struct scan *s, int object)
+{
+	char	 close = object ? '}' : ']';
+
+	if (++s->depth > JOBQ_JSON_DEPTH)
+		return scan_fail(s, "nesting too deep");
+	s->p++;
+	scan_space(s);
+	if (at(s, close)) {
+		s->p++;
+		s->depth--;
+		return 0;
+	}
+	for (;;) {
+		scan_space(s);
+		if (object) {
+			if (!at(s, '"'))
+				return scan_fail(s, "expected a member name");
+			if (scan_string(s) == -1)
+				return -1;
+			/* json-c would cut the name at the NUL. */
+			if (s->nul)
+				return scan_fail(s, "NUL in a member name");
+			scan_space(s);
+			if (!at(s, ':'))
+				return scan_fail(s, "expected ':'");
+			s->p++;
+		}
+		if (scan_value(s) == -1)
+			return -1;
+		scan_space(s);
+		if (at(s, ',')) {
+			s->p++;
+			continue;
+		}
+		if (!at(s, close))
+			return scan_fail(s, object ? "expected ',' or '}'" :
+			    "expected ',' or ']'");
+		s->p++;
+		s->depth--;
+		return 0;
+	}
+}
+
+static int
+scan_value(struct scan *s)
+{
+	scan_space(s);
+	if (s->p == s->end)
+		return scan_fail(s, "unexpected end of document");
+	switch (*s->p) {
+	case '{':
+		return scan_members(s, 1);
+	case '[':
+		return scan_members(s, 0);
+	case '"':
+		return scan_string(s);
+	case 't':
+		return scan_word(s, "true");
+	case 'f':
+		return scan_word(s, "false");
+	case 'n':
+		return scan_word(s, "null");
+	default:
+		if (at(s, '-') || digit(s))
+			return scan_number(s);
+		return scan_fail(s, "unexpected character");
+	}
+}
+
+/*
+ * Check that doc[0..len) is exactly one RFC 8259 value with optional
+ * whitespace around it.  On failure, say why and on which line of the
+ * stream, counting from first_line.
+ */
+static int
+strict_check(const char *doc, size_t len, long first_line,
+    struct jobq_err *err)
+{
+	struct scan	 s;
+
+	s.start = s.p = (const unsigned char *)doc;
+	s.end = s.p + len;
+	s.depth = 0;
+	s.nul = 0;
+	s.why = NULL;
+	if (scan_value(&s) == 0) {
+		scan_space(&s);
+		if (s.p == s.end)
+			return 0;
+		s.why = "unexpected characters";
+	}
+	return jobq_errf(err, EX_DATAERR, "line %ld: invalid JSON: %s",
+	    first_line + newlines(doc, (size_t)(s.p - s.start)), s.why);
 }
 
 /* A reader of documents of at most max bytes each. */
@@ -65,6 +302,7 @@ jobq_reader_free(struct jobq_reader *r)
 	if (r == NULL)
 		return;
 	json_tokener_free(r->tok);
+	free(r->doc);
 	free(r);
 }
 
@@ -85,6 +323,46 @@ parse_error(struct jobq_reader *r, struct jobq_err *err)
 		    "than %d levels", r->doc_line, JOBQ_JSON_DEPTH);
 	return jobq_errf(err, EX_DATAERR, "line %ld: invalid JSON: %s",
 	    r->doc_line, json_tokener_error_desc(e));
+}
+
+/* Keep the bytes of a document that continues in the next feed. */
+static int
+keep(struct jobq_reader *r, const char *buf, size_t n,
+    struct jobq_err *err)
+{
+	char	*grown;
+
+	if ((grown = realloc(r->doc, r->size + n)) == NULL)
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	r->doc = grown;
+	memcpy(r->doc + r->size, buf, n);
+	r->size += n;
+	return 0;
+}
+
+/*
+ * A document ended with the n bytes at buf: check all of its bytes
+ * strictly, and get ready for the next one.
+ */
+static int
+finish_doc(struct jobq_reader *r, const char *buf, size_t n,
+    json_object **obj, struct jobq_err *err)
+{
+	int	 rc;
+
+	r->in_doc = 0;
+	json_tokener_reset(r->tok);
+	if (r->size == 0)
+		rc = strict_check(buf, n, r->doc_line, err);
+	else if ((rc = keep(r, buf, n, err)) == 0)
+		rc = strict_check(r->doc, r->size, r->doc_line, err);
+	r->size = 0;
+	if (rc == -1) {
+		json_object_put(*obj);
+		*obj = NULL;
+		return -1;
+	}
+	return 1;
 }
 
 /*
@@ -125,21 +403,18 @@ jobq_reader_feed(struct jobq_reader *r, const char *buf, size_t len,
 	e = json_tokener_get_error(r->tok);
 	if (e == json_tokener_continue) {
 		r->line += newlines(buf + i, n);
-		r->size += n;
 		*used = i + n;
-		if (r->size >= r->max)
+		if (r->size + n >= r->max)
 			return jobq_errf(err, EX_DATAERR, "line %ld: document "
 			    "larger than %zu bytes", r->doc_line, r->max);
-		return 0;
+		return keep(r, buf + i, n, err);
 	}
 	if (e != json_tokener_success)
 		return parse_error(r, err);
 	end = json_tokener_get_parse_end(r->tok);
 	r->line += newlines(buf + i, end);
 	*used = i + end;
-	r->in_doc = 0;
-	json_tokener_reset(r->tok);
-	return 1;
+	return finish_doc(r, buf + i, end, obj, err);
 }
 
 /*
@@ -152,20 +427,24 @@ jobq_reader_end(struct jobq_reader *r, json_object **obj,
     struct jobq_err *err)
 {
 	enum json_tokener_error	 e;
+	int			 rc;
 
 	*obj = NULL;
 	if (!r->in_doc)
 		return 0;
 	*obj = json_tokener_parse_ex(r->tok, " ", 1);
 	e = json_tokener_get_error(r->tok);
-	r->in_doc = 0;
-	json_tokener_reset(r->tok);
 	if (e == json_tokener_success)
-		return 1;
+		return finish_doc(r, " ", 1, obj, err);
+	r->in_doc = 0;
+	r->size = 0;
 	if (e == json_tokener_continue)
-		return jobq_errf(err, EX_DATAERR, "line %ld: document cut "
+		rc = jobq_errf(err, EX_DATAERR, "line %ld: document cut "
 		    "short by the end of input", r->doc_line);
-	return parse_error(r, err);
+	else
+		rc = parse_error(r, err);
+	json_tokener_reset(r->tok);
+	return rc;
 }
 
 /*

@@ -86,6 +86,13 @@ has_depth() {
 	[ "$(depth "$1")" = "$2" ]
 }
 
+# has_consumer QUEUE: whether a queue exists and someone consumes it.
+has_consumer() {
+	local n
+	n=$(qtool depth "$1" 2>/dev/null | cut -d' ' -f2)
+	[ -n "$n" ] && [ "$n" -gt 0 ]
+}
+
 # logged NAME TEXT: whether a background tool's log holds TEXT.
 logged() {
 	grep -q -- "$2" "$JOBS/$1.log"

@@ -1,0 +1,178 @@
+#!/usr/bin/env bats
+# jobq-store: results into rows, batched, idempotent, newest kept.
+
+load helpers
+
+ID=3b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09
+
+# msg ID STATUS ATTEMPTS RESULT: a result message as jobq-work writes it.
+msg() {
+	printf '{"v":1,"id":"%s","type":"t","status":"%s","result":%s,' \
+	    "$1" "$2" "$4"
+	printf '"error":null,"attempts":%s,"worker":"w:1",' "$3"
+	printf '"submitted_at":"2026-01-01T00:00:00.000001Z",'
+	printf '"started_at":"2026-01-01T00:00:01Z",'
+	printf '"finished_at":"2026-01-01T00:00:02.5+01:00"}'
+}
+
+start_store() {
+	migrate
+	start store jobq-store "$@"
+	eventually has_consumer "$JOBQ_RESULT_QUEUE"
+}
+
+# put_result ARGS...: publish msg ARGS... and wait until it is taken.
+put_result() {
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$@")"
+}
+
+stored() {
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 0 &&
+	    [ "$(sql "SELECT count(*) FROM jobs")" = "$1" ]
+}
+
+@test "jobq-store: a result becomes a row" {
+	start_store
+	put_result "$ID" succeeded 1 '{"x":[1,"a"]}'
+	eventually stored 1
+	run sql "SELECT id, type, status, result, error IS NULL, attempts,
+	    worker, submitted_at AT TIME ZONE 'UTC',
+	    finished_at AT TIME ZONE 'UTC' FROM jobs"
+	assert_output "$ID|t|succeeded|{\"x\": [1, \"a\"]}|t|1|w:1|2026-01-01 00:00:00.000001|2025-12-31 23:00:02.5"
+}
+
+@test "jobq-store: a result delivered twice leaves one row, unchanged" {
+	start_store
+	put_result "$ID" succeeded 1 '"first"'
+	eventually stored 1
+	before=$(sql "SELECT stored_at FROM jobs")
+	put_result "$ID" succeeded 1 '"first"'
+	eventually stored 1
+	assert_equal "$(sql "SELECT stored_at FROM jobs")" "$before"
+}
+
+@test "jobq-store: a later attempt replaces the row, an earlier one does not" {
+	start_store
+	put_result "$ID" failed 2 '"second"'
+	eventually stored 1
+	put_result "$ID" succeeded 1 '"first"'
+	eventually stored 1
+	assert_equal "$(sql "SELECT result, attempts FROM jobs")" '"second"|2'
+	put_result "$ID" succeeded 3 '"third"'
+	eventually stored 1
+	assert_equal "$(sql "SELECT result, attempts FROM jobs")" '"third"|3'
+}
+
+@test "jobq-store: in one attempt, succeeded outranks failed" {
+	start_store
+	put_result "$ID" succeeded 1 '"ok"'
+	eventually stored 1
+	put_result "$ID" failed 1 null
+	eventually stored 1
+	assert_equal "$(sql "SELECT status FROM jobs")" succeeded
+}
+
+@test "jobq-store: the rule also holds inside one batch" {
+	migrate
+	jobq-submit </dev/null
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" failed 1 null)"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 2 '"two"')"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" failed 2 null)"
+	start store jobq-store
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, attempts FROM jobs")" succeeded\|2
+}
+
+@test "jobq-store: many waiting results are stored in few batches" {
+	migrate
+	jobq-submit </dev/null
+	for i in $(seq 200); do
+		id=$(printf '00000000-0000-4000-8000-%012d' "$i")
+		qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$id" succeeded 1 "$i")"
+	done
+	JOBQ_LOG=debug start store jobq-store -b 100
+	eventually stored 200
+	# At least two, since -b caps a batch at 100; far fewer than 200.
+	batches=$(grep -c 'msg="batch stored"' "$JOBS/store.log")
+	[ "$batches" -ge 2 ] && [ "$batches" -le 50 ]
+}
+
+@test "jobq-store: a bad message is dropped, the rest of its batch stored" {
+	migrate
+	jobq-submit </dev/null
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1)"
+	qtool put "$JOBQ_RESULT_QUEUE" 'not json at all'
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" bogus 1 1 |
+	    sed 's/3b7e/4b7e/')"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1 |
+	    sed 's/3b7e/5b7e/')"
+	start store jobq-store
+	eventually stored 2
+	run logged store 'msg="not a result; message dropped"'
+	assert_success
+	run logged store 'status\\": \\"bogus\\" is not a status known here'
+	assert_success
+}
+
+@test "jobq-store: a result the table refuses is dropped, not the batch" {
+	migrate
+	jobq-submit </dev/null
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1)"
+	# A valid RFC 3339 time that PostgreSQL cannot hold.
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1 |
+	    sed 's/3b7e/4b7e/; s/2026-01-01T00:00:01Z/9999999-01-01T00:00:01Z/')"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1 |
+	    sed 's/3b7e/4b7e/; s/"started_at":"2026-01-01/"started_at":"2026-02-30/')"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1 |
+	    sed 's/3b7e/5b7e/')"
+	start store jobq-store
+	eventually stored 2
+	run logged store 'msg="result refused by the database; message dropped"'
+	assert_success
+}
+
+@test "jobq-store: each commit notifies waiters" {
+	start_store
+	jobq-result -t 30 "$ID" >"$JOBS/waited" 3>&- &
+	waiter=$!
+	sleep 0.3
+	put_result "$ID" succeeded 1 '"woke"'
+	wait "$waiter"
+	run cat "$JOBS/waited"
+	assert_output --partial '"result":"woke"'
+}
+
+@test "jobq-store: TERM stops it with exit 0" {
+	start_store
+	stop store
+	assert_equal "$(cat "$JOBS/store.rc")" 0
+	run logged store 'msg="stopped" stored=0'
+	assert_success
+}
+
+@test "jobq-store: an unreachable database exits 69" {
+	run env PGPORT="$(dead_port)" jobq-store
+	assert_failure 69
+	assert_output --partial 'msg="exiting" err="database: '
+}
+
+@test "jobq-store: an unreachable broker exits 69" {
+	migrate
+	run jobq-store -u "amqp://u:pw@127.0.0.1:$(dead_port)/"
+	assert_failure 69
+	assert_output --partial 'u:****@'
+}
+
+@test "jobq-store: usage errors exit 64" {
+	run jobq-store -b 0
+	assert_failure 64
+	assert_output --partial '-b 0: not a number from 1 to 10000'
+	run jobq-store extra
+	assert_failure 64
+	run jobq-store -h
+	assert_failure 64
+	assert_output --partial 'usage: jobq-store'
+	run jobq-store -V
+	assert_success
+	assert_output 'jobq-store 0.1.0'
+}

@@ -1,0 +1,284 @@
+#!/usr/bin/env bats
+# jobq-work: handlers, their outcomes, concurrency and shutdown.
+
+load helpers
+
+# result_of: take the next result message off the result queue.
+result_of() {
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1 || return 1
+	qtool get "$JOBQ_RESULT_QUEUE" | tail -n 1
+}
+
+submit() {
+	jobq-submit >>"$JOBS/ids"
+}
+
+@test "jobq-work: the handler gets the payload and the job's variables" {
+	handler env 'payload=$(cat)
+printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
+    "$payload" "$JOBQ_JOB_ID" "$JOBQ_JOB_TYPE" "$JOBQ_ATTEMPT"'
+	start work jobq-work -j 1 "$JOBS/h/env"
+	echo '{"type":"t.1","payload":{"a":"b/c","n":[1,2]}}' | submit
+	id=$(cat "$JOBS/ids")
+	run result_of
+	assert_success
+	assert_output --partial "\"id\":\"$id\",\"type\":\"t.1\",\"status\":\"succeeded\""
+	assert_output --partial "\"result\":{\"p\":{\"a\":\"b/c\",\"n\":[1,2]},\"id\":\"$id\",\"type\":\"t.1\",\"attempt\":1}"
+	assert_output --partial '"error":null,"attempts":1'
+	assert_output --regexp '"worker":"[^"]+:[0-9]+"'
+	assert_output --regexp '"started_at":"[0-9-]+T[0-9:]+\.[0-9]{6}Z"'
+	assert_output --regexp '"finished_at":"[0-9-]+T[0-9:]+\.[0-9]{6}Z"'
+	eventually has_depth "$JOBQ_JOB_QUEUE" 0
+}
+
+@test "jobq-work: a command line after -- gets its arguments" {
+	start work jobq-work -j 1 -- sh -c 'echo "\"$1\""' sh first
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"status":"succeeded","result":"first"'
+}
+
+@test "jobq-work: output that is not JSON is stored as a string" {
+	handler text 'cat >/dev/null; echo "plain words"; echo "two lines"'
+	start work jobq-work -j 1 "$JOBS/h/text"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"result":"plain words\ntwo lines\n"'
+}
+
+@test "jobq-work: empty output is a null result" {
+	start work jobq-work -j 1 true
+	echo '{"type":"x","payload":1}' | submit
+	run result_of
+	assert_output --partial '"status":"succeeded","result":null'
+}
+
+@test "jobq-work: invalid UTF-8 and NUL in output are replaced" {
+	handler bytes 'printf "a\377b\000c"'
+	start work jobq-work -j 1 "$JOBS/h/bytes"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"result":"a'$'\xef\xbf\xbd''b'$'\xef\xbf\xbd''c"'
+}
+
+@test "jobq-work: a non-zero exit fails the job with the end of stderr" {
+	handler bad 'cat >/dev/null; echo partial; echo "disk on fire" >&2; exit 3'
+	start work jobq-work -j 1 "$JOBS/h/bad"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"status":"failed","result":null,"error":"exit status 3: disk on fire"'
+	eventually has_depth "$JOBQ_JOB_QUEUE" 0
+}
+
+@test "jobq-work: a handler killed by a signal fails the job" {
+	handler sig 'kill -KILL $$'
+	start work jobq-work -j 1 "$JOBS/h/sig"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"error":"killed by signal 9"'
+}
+
+@test "jobq-work: only the last 2048 bytes of stderr are kept" {
+	handler loud 'i=0; while [ $i -lt 300 ]; do echo "line $i of noise" >&2; i=$((i+1)); done; exit 1'
+	start work jobq-work -j 1 "$JOBS/h/loud"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial 'line 299 of noise"'
+	refute_output --partial 'line 1 of noise'
+}
+
+@test "jobq-work: output larger than -S fails the job" {
+	handler big 'head -c 5000 /dev/zero | tr "\0" x'
+	start work jobq-work -j 1 -S 1000 "$JOBS/h/big"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"status":"failed"'
+	assert_output --partial 'output larger than the limit'
+}
+
+@test "jobq-work: a handler that does not read its stdin still works" {
+	start work jobq-work -j 1 -- sh -c 'echo 7'
+	payload=$(head -c 300000 /dev/zero | tr '\0' a)
+	echo "{\"type\":\"x\",\"payload\":\"$payload\"}" | submit
+	run result_of
+	assert_output --partial '"status":"succeeded","result":7'
+}
+
+@test "jobq-work: -D runs the handler named by the job's type" {
+	handler up 'tr a-z A-Z'
+	handler down 'tr A-Z a-z'
+	start work jobq-work -j 2 -D "$JOBS/h"
+	echo '{"type":"up","payload":"MiXeD"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	echo '{"type":"down","payload":"MiXeD"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	run qtool get "$JOBQ_RESULT_QUEUE"
+	assert_output --partial '"result":"MIXED"'
+	run qtool get "$JOBQ_RESULT_QUEUE"
+	assert_output --partial '"result":"mixed"'
+}
+
+@test "jobq-work: -D fails a job whose type has no handler" {
+	mkdir -p "$JOBS/h"
+	start work jobq-work -j 1 -D "$JOBS/h"
+	echo '{"type":"missing"}' | submit
+	run result_of
+	assert_output --partial '"status":"failed"'
+	assert_output --partial "\"error\":\"no handler for type missing in $JOBS/h\""
+	eventually has_depth "$JOBQ_JOB_QUEUE" 0
+}
+
+@test "jobq-work: -j runs that many handlers at once and no more" {
+	mkdir -p "$JOBS/running"
+	handler slow "touch $JOBS/running/\$JOBQ_JOB_ID
+sleep 0.4
+ls $JOBS/running | wc -l
+rm $JOBS/running/\$JOBQ_JOB_ID"
+	start work jobq-work -j 3 "$JOBS/h/slow"
+	for i in 1 2 3 4 5 6 7 8 9; do echo '{"type":"x"}'; done | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 9
+	for i in 1 2 3 4 5 6 7 8 9; do
+		qtool get "$JOBQ_RESULT_QUEUE" | tail -n 1 |
+		    sed 's/.*"result":\([0-9]*\).*/\1/'
+	done | sort -n >"$JOBS/counts"
+	assert_equal "$(tail -n 1 "$JOBS/counts")" 3
+}
+
+@test "jobq-work: -t times a handler out, its whole process group too" {
+	handler hang "sleep 60 &
+echo \$! >$JOBS/child.pid
+sleep 60"
+	start work jobq-work -j 1 -t 1 "$JOBS/h/hang"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"status":"failed"'
+	assert_output --partial '"error":"timed out after 1 s"'
+	run eventually sh -c "! kill -0 $(cat "$JOBS/child.pid") 2>/dev/null"
+	assert_success
+}
+
+@test "jobq-work: a job's timeout member wins over -t" {
+	handler nap 'sleep 30'
+	start work jobq-work -j 1 -t 600 "$JOBS/h/nap"
+	echo '{"type":"x","timeout":1}' | submit
+	run result_of
+	assert_output --partial '"error":"timed out after 1 s"'
+}
+
+@test "jobq-work: processes a handler leaves behind are killed" {
+	handler leave "sleep 60 >/dev/null 2>&1 &
+echo \$! >$JOBS/child.pid
+echo done"
+	start work jobq-work -j 1 "$JOBS/h/leave"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"result":"done\n"'
+	eventually test -s "$JOBS/child.pid"
+	run eventually sh -c "! kill -0 $(cat "$JOBS/child.pid") 2>/dev/null"
+	assert_success
+}
+
+@test "jobq-work: TERM lets running jobs finish, publishes, acks and exits 0" {
+	handler slow "touch $JOBS/started; sleep 1; echo finished"
+	start work jobq-work -j 1 "$JOBS/h/slow"
+	echo '{"type":"x"}' | submit
+	eventually test -e "$JOBS/started"
+	stop work
+	assert_equal "$(cat "$JOBS/work.rc")" 0
+	run qtool get "$JOBQ_RESULT_QUEUE"
+	assert_output --partial '"status":"succeeded","result":"finished'
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
+	run logged work 'msg="stopped" jobs_done=1'
+	assert_success
+}
+
+@test "jobq-work: TERM puts jobs that have not started back on the queue" {
+	handler slow "touch $JOBS/started; sleep 1"
+	start work jobq-work -j 1 "$JOBS/h/slow"
+	for i in 1 2 3; do echo '{"type":"x"}'; done | submit
+	eventually test -e "$JOBS/started"
+	stop work
+	assert_equal "$(cat "$JOBS/work.rc")" 0
+	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 1
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 2
+}
+
+@test "jobq-work: a message that is not a job is dropped and logged" {
+	start work jobq-work -j 1 cat
+	eventually has_consumer "$JOBQ_JOB_QUEUE"
+	qtool put "$JOBQ_JOB_QUEUE" 'not json'
+	qtool put "$JOBQ_JOB_QUEUE" '{"v":1,"id":"nope","type":"x"}'
+	echo '{"type":"x","payload":"after"}' | submit
+	run result_of
+	assert_output --partial '"result":"after"'
+	run logged work 'msg="not a job; message dropped"'
+	assert_success
+	run logged work 'member \\"id\\": not a UUID'
+	assert_success
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
+}
+
+@test "jobq-work: logs one logfmt line per job" {
+	start work jobq-work -j 1 true
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	id=$(cat "$JOBS/ids")
+	run grep "msg=\"job done\" id=$id type=x status=succeeded attempt=1 ms=" "$JOBS/work.log"
+	assert_success
+	assert_output --regexp '^ts=[0-9-]+T[0-9:.]+Z level=info tool=jobq-work '
+}
+
+@test "jobq-work: JOBQ_LOG=error silences the info lines" {
+	JOBQ_LOG=error start work jobq-work -j 1 true
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	stop work
+	run cat "$JOBS/work.log"
+	assert_output ''
+}
+
+@test "jobq-work: a command that does not exist is refused at start" {
+	run jobq-work -j 1 no-such-command-here
+	assert_failure 69
+	assert_output 'jobq-work: no-such-command-here: command not found'
+}
+
+@test "jobq-work: -D of something that is not a folder is refused" {
+	run jobq-work -D "$JOBS/nothing"
+	assert_failure 66
+	assert_output "jobq-work: $JOBS/nothing: not a folder"
+}
+
+@test "jobq-work: usage errors exit 64" {
+	run jobq-work
+	assert_failure 64
+	assert_output --partial 'give either -D dir or a command'
+	run jobq-work -D "$JOBS" cat
+	assert_failure 64
+	run jobq-work -j 0 cat
+	assert_failure 64
+	assert_output --partial '-j 0: not a number from 1 to 1000'
+	run jobq-work -j 2x cat
+	assert_failure 64
+	run jobq-work -t 0 cat
+	assert_failure 64
+	run jobq-work --bogus cat
+	assert_failure 64
+	run jobq-work -h
+	assert_failure 64
+	assert_output --partial 'usage: jobq-work'
+}
+
+@test "jobq-work: -V prints the version" {
+	run jobq-work -V
+	assert_success
+	assert_output 'jobq-work 0.1.0'
+}
+
+@test "jobq-work: an unreachable broker exits 69 without the password" {
+	run jobq-work -u "amqp://guest:hunter2@127.0.0.1:$(dead_port)/" cat
+	assert_failure 69
+	assert_output --partial 'level=error tool=jobq-work msg="exiting"'
+	assert_output --partial 'guest:****@127.0.0.1'
+	refute_output --partial hunter2
+}
