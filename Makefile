@@ -16,8 +16,7 @@ WARNINGS =	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 		-Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral \
 		-Wpointer-arith -Wcast-qual -Wvla
 JOBQ_CFLAGS =	-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
-		$(WARNINGS) -Ilib $(PKG_CFLAGS) \
-		-DJOBQ_SQLDIR='"$(SQLDIR)"'
+		$(WARNINGS) -Ilib $(PKG_CFLAGS)
 
 TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result
 BINS =		$(TOOLS:%=bin/%)
@@ -33,6 +32,13 @@ $(LIB): $(LIBOBJS)
 
 lib/%.o: lib/%.c lib/jobq.h
 	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+# The paths compiled in follow PREFIX: a change of it rebuilds.
+lib/paths.h: FORCE
+	@echo '#define JOBQ_SQLDIR "$(SQLDIR)"' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+
+bin/jobq-migrate: lib/paths.h
 
 bin/%: bin/%.c $(LIB) lib/jobq.h
 	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
@@ -71,6 +77,6 @@ uninstall:
 	    $(DESTDIR)$(PREFIX)/share/jobq $(DESTDIR)$(PREFIX)/libexec/jobq
 
 clean:
-	rm -f $(BINS) $(LIBOBJS) $(LIB) test/unit test/qtool
+	rm -f $(BINS) $(LIBOBJS) $(LIB) lib/paths.h test/unit test/qtool
 
-.PHONY: all check lint install uninstall clean
+.PHONY: all check lint install uninstall clean FORCE

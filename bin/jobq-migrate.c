@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "jobq.h"
+#include "paths.h"
 
 #define LOCK_KEY	"7013342653911482641"
 
@@ -332,7 +333,7 @@ main(int argc, char *argv[])
 	while ((c = getopt_long(argc, argv, "d:hlm:V", longopts, NULL)) != -1)
 		switch (c) {
 		case 'd':
-			cfg.db_conninfo = optarg;
+			jobq_config_option(&cfg, c, optarg, &err);
 			break;
 		case 'l':
 			status = 1;

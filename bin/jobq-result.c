@@ -179,14 +179,12 @@ main(int argc, char *argv[])
 	while ((c = getopt_long(argc, argv, "d:ht:Vw", longopts, NULL)) != -1)
 		switch (c) {
 		case 'd':
-			cfg.db_conninfo = optarg;
+			jobq_config_option(&cfg, c, optarg, &err);
 			break;
 		case 't':
-			if (jobq_parse_long(optarg, 1, JOBQ_MAX_TIMEOUT,
-			    &timeout) == -1) {
-				fprintf(stderr, "%s: -t %s: not a number of "
-				    "seconds from 1 to %d\n", progname, optarg,
-				    JOBQ_MAX_TIMEOUT);
+			if (jobq_opt_number(c, optarg, 1, JOBQ_MAX_TIMEOUT,
+			    "seconds", &timeout, &err) == -1) {
+				fprintf(stderr, "%s: %s\n", progname, err.msg);
 				usage();
 			}
 			wait = 1;

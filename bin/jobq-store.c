@@ -47,6 +47,13 @@ usage(void)
 }
 
 static void
+bad_option(const struct jobq_err *err)
+{
+	fprintf(stderr, "%s: %s\n", progname, err->msg);
+	usage();
+}
+
+static void
 die(const struct jobq_err *err)
 {
 	jobq_log(JOBQ_ERROR, "exiting", "err=%s", jobq_q(err->msg));
@@ -204,41 +211,29 @@ options(struct store *s, int argc, char *argv[])
 		{ "exchange",	required_argument,	NULL, 'x' },
 		{ NULL,		0,			NULL, 0 }
 	};
-	long	 v;
-	int	 c;
+	struct jobq_err	 err;
+	long		 v;
+	int		 c;
 
 	while ((c = getopt_long(argc, argv, "b:d:hq:r:u:Vx:", longopts,
 	    NULL)) != -1)
 		switch (c) {
 		case 'b':
-			if (jobq_parse_long(optarg, 1, MAX_BATCH, &v) == -1) {
-				fprintf(stderr, "%s: -b %s: not a number from "
-				    "1 to %d\n", progname, optarg, MAX_BATCH);
-				usage();
-			}
+			if (jobq_opt_number(c, optarg, 1, MAX_BATCH, NULL, &v,
+			    &err) == -1)
+				bad_option(&err);
 			s->max_batch = (int)v;
-			break;
-		case 'd':
-			s->cfg.db_conninfo = optarg;
-			break;
-		case 'q':
-			s->cfg.job_queue = optarg;
-			break;
-		case 'r':
-			s->cfg.result_queue = optarg;
-			break;
-		case 'u':
-			s->cfg.amqp_url = optarg;
 			break;
 		case 'V':
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			exit(0);
-		case 'x':
-			s->cfg.exchange = optarg;
-			break;
 		case 'h':
-		default:
+		case '?':
 			usage();
+			break;
+		default:
+			if (jobq_config_option(&s->cfg, c, optarg, &err) == -1)
+				bad_option(&err);
 		}
 	if (optind != argc)
 		usage();

@@ -55,6 +55,13 @@ usage(void)
 }
 
 static void
+bad_option(const struct jobq_err *err)
+{
+	fprintf(stderr, "%s: %s\n", progname, err->msg);
+	usage();
+}
+
+static void
 die(const struct jobq_err *err)
 {
 	fprintf(stderr, "%s: %s\n", progname, err->msg);
@@ -284,41 +291,22 @@ main(int argc, char *argv[])
 	};
 	static struct submit	 s;
 	struct jobq_err		 err;
-	long			 size;
 	int			 c;
 
 	jobq_config_init(&s.cfg);
 	while ((c = getopt_long(argc, argv, "hq:r:S:u:Vx:", longopts,
 	    NULL)) != -1)
 		switch (c) {
-		case 'q':
-			s.cfg.job_queue = optarg;
-			break;
-		case 'r':
-			s.cfg.result_queue = optarg;
-			break;
-		case 'S':
-			if (jobq_parse_long(optarg, 1, JOBQ_MAX_SIZE_LIMIT,
-			    &size) == -1) {
-				fprintf(stderr, "%s: -S %s: not a number of "
-				    "bytes from 1 to %d\n", progname, optarg,
-				    JOBQ_MAX_SIZE_LIMIT);
-				usage();
-			}
-			s.cfg.max_size = (size_t)size;
-			break;
-		case 'u':
-			s.cfg.amqp_url = optarg;
-			break;
 		case 'V':
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			return 0;
-		case 'x':
-			s.cfg.exchange = optarg;
-			break;
 		case 'h':
-		default:
+		case '?':
 			usage();
+			break;
+		default:
+			if (jobq_config_option(&s.cfg, c, optarg, &err) == -1)
+				bad_option(&err);
 		}
 	if (optind != argc)
 		usage();

@@ -86,6 +86,7 @@ struct worker {
 
 static const char	*progname = "jobq-work";
 static int		 sigpipe_fds[2] = { -1, -1 };
+static struct worker	*the_worker;	/* for die() */
 
 static void
 usage(void)
@@ -97,9 +98,26 @@ usage(void)
 }
 
 static void
+bad_option(const struct jobq_err *err)
+{
+	fprintf(stderr, "%s: %s\n", progname, err->msg);
+	usage();
+}
+
+/*
+ * Log the error and exit.  Handlers still running are killed: their
+ * jobs were not acked, so the broker gives them to another worker.
+ */
+static void
 die(const struct jobq_err *err)
 {
+	int	 i;
+
 	jobq_log(JOBQ_ERROR, "exiting", "err=%s", jobq_q(err->msg));
+	for (i = 0; the_worker != NULL && the_worker->runs != NULL &&
+	    i < the_worker->njobs; i++)
+		if (the_worker->runs[i].busy && the_worker->runs[i].pid > 0)
+			kill(-the_worker->runs[i].pid, SIGKILL);
 	exit(err->code);
 }
 
@@ -784,8 +802,9 @@ options(struct worker *w, int argc, char *argv[])
 		{ "exchange",	required_argument,	NULL, 'x' },
 		{ NULL,		0,			NULL, 0 }
 	};
-	long	 v;
-	int	 c;
+	struct jobq_err	 err;
+	long		 v;
+	int		 c;
 
 	while ((c = getopt_long(argc, argv, "+D:hj:q:r:S:t:u:Vx:", longopts,
 	    NULL)) != -1)
@@ -794,51 +813,27 @@ options(struct worker *w, int argc, char *argv[])
 			w->dir = optarg;
 			break;
 		case 'j':
-			if (jobq_parse_long(optarg, 1, MAX_JOBS, &v) == -1) {
-				fprintf(stderr, "%s: -j %s: not a number from "
-				    "1 to %d\n", progname, optarg, MAX_JOBS);
-				usage();
-			}
+			if (jobq_opt_number(c, optarg, 1, MAX_JOBS, NULL, &v,
+			    &err) == -1)
+				bad_option(&err);
 			w->njobs = (int)v;
 			break;
-		case 'q':
-			w->cfg.job_queue = optarg;
-			break;
-		case 'r':
-			w->cfg.result_queue = optarg;
-			break;
-		case 'S':
-			if (jobq_parse_long(optarg, 1, JOBQ_MAX_SIZE_LIMIT,
-			    &v) == -1) {
-				fprintf(stderr, "%s: -S %s: not a number of "
-				    "bytes from 1 to %d\n", progname, optarg,
-				    JOBQ_MAX_SIZE_LIMIT);
-				usage();
-			}
-			w->cfg.max_size = (size_t)v;
-			break;
 		case 't':
-			if (jobq_parse_long(optarg, 1, JOBQ_MAX_TIMEOUT,
-			    &v) == -1) {
-				fprintf(stderr, "%s: -t %s: not a number of "
-				    "seconds from 1 to %d\n", progname, optarg,
-				    JOBQ_MAX_TIMEOUT);
-				usage();
-			}
+			if (jobq_opt_number(c, optarg, 1, JOBQ_MAX_TIMEOUT,
+			    "seconds", &v, &err) == -1)
+				bad_option(&err);
 			w->timeout = (int)v;
-			break;
-		case 'u':
-			w->cfg.amqp_url = optarg;
 			break;
 		case 'V':
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			exit(0);
-		case 'x':
-			w->cfg.exchange = optarg;
-			break;
 		case 'h':
-		default:
+		case '?':
 			usage();
+			break;
+		default:
+			if (jobq_config_option(&w->cfg, c, optarg, &err) == -1)
+				bad_option(&err);
 		}
 	if ((w->dir == NULL) == (optind == argc)) {
 		fprintf(stderr, "%s: give either -D dir or a command\n",
@@ -908,6 +903,7 @@ main(int argc, char *argv[])
 
 	jobq_log_init(progname);
 	jobq_config_init(&w.cfg);
+	the_worker = &w;
 	options(&w, argc, argv);
 	if (jobq_config_check(&w.cfg, &err) == -1) {
 		fprintf(stderr, "%s: %s\n", progname, err.msg);

@@ -273,6 +273,60 @@ jobq_config_init(struct jobq_config *cfg)
 		cfg->max_size = (size_t)size;
 }
 
+/*
+ * Parse the number argument of option c in [min, max]; unit names what
+ * it counts in the error ("bytes"), or is NULL.
+ */
+int
+jobq_opt_number(int c, const char *arg, long min, long max, const char *unit,
+    long *out, struct jobq_err *err)
+{
+	if (jobq_parse_long(arg, min, max, out) == 0)
+		return 0;
+	return jobq_errf(err, EX_USAGE, "-%c %s: not a number%s%s from %ld "
+	    "to %ld", c, arg, unit != NULL ? " of " : "",
+	    unit != NULL ? unit : "", min, max);
+}
+
+/*
+ * Apply an option that every tool which has it reads the same way:
+ * -d conninfo, -q queue, -r queue, -S bytes, -u url, -x exchange.
+ * Returns 1 when c is one of them, 0 when it is not, -1 with err when
+ * its argument is bad.
+ */
+int
+jobq_config_option(struct jobq_config *cfg, int c, const char *arg,
+    struct jobq_err *err)
+{
+	long	 size;
+
+	switch (c) {
+	case 'd':
+		cfg->db_conninfo = arg;
+		return 1;
+	case 'q':
+		cfg->job_queue = arg;
+		return 1;
+	case 'r':
+		cfg->result_queue = arg;
+		return 1;
+	case 'S':
+		if (jobq_opt_number(c, arg, 1, JOBQ_MAX_SIZE_LIMIT, "bytes",
+		    &size, err) == -1)
+			return -1;
+		cfg->max_size = (size_t)size;
+		return 1;
+	case 'u':
+		cfg->amqp_url = arg;
+		return 1;
+	case 'x':
+		cfg->exchange = arg;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 static int
 name_valid(const char *s)
 {

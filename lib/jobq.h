@@ -118,6 +118,10 @@ void	 jobq_now(char [JOBQ_TIME_LEN + 1]);
 int	 jobq_time_valid(const char *);
 int	 jobq_mask_secret(const char *, char *, size_t);
 void	 jobq_config_init(struct jobq_config *);
+int	 jobq_config_option(struct jobq_config *, int, const char *,
+	    struct jobq_err *);
+int	 jobq_opt_number(int, const char *, long, long, const char *, long *,
+	    struct jobq_err *);
 int	 jobq_config_check(const struct jobq_config *, struct jobq_err *);
 int	 jobq_uuid_canon(const char *, char [JOBQ_UUID_LEN + 1]);
 void	 jobq_uuid_new(char [JOBQ_UUID_LEN + 1]);
