@@ -202,22 +202,24 @@ int
 jobq_db_store(PGconn *conn, const char *batch, long *stored,
     struct jobq_err *err)
 {
-	static PGconn	*prepared;
 	PGresult	*res;
-	const char	*params[1] = { batch };
+	const char	*params[1] = { batch }, *state;
 	int		 rc = -1;
 
-	if (prepared != conn) {
+	res = PQexecPrepared(conn, "jobq_store", 1, params, NULL, NULL, 0);
+	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (state != NULL && strcmp(state, "26000") == 0) {
+		/* Not prepared on this connection yet. */
+		PQclear(res);
 		res = PQprepare(conn, "jobq_store", store_sql, 1, NULL);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			db_err(conn, res, "prepare store", err);
-			PQclear(res);
-			return -1;
+			goto out;
 		}
 		PQclear(res);
-		prepared = conn;
+		res = PQexecPrepared(conn, "jobq_store", 1, params, NULL,
+		    NULL, 0);
 	}
-	res = PQexecPrepared(conn, "jobq_store", 1, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		db_err(conn, res, "store results", err);
 		goto out;
