@@ -55,7 +55,7 @@ check: all test/unit test/qtool
 	bats test
 
 lint:
-	mandoc -Tlint -Wstyle $(MANS)
+	cd man && mandoc -Tlint -Wstyle $(MANS:man/%=%)
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \

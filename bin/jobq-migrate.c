@@ -39,11 +39,11 @@ static const char create_sql[] =
 	" applied_at timestamptz NOT NULL DEFAULT now())";
 
 static void
-usage(void)
+usage(int status)
 {
-	fprintf(stderr, "usage: %s [-hlV] [-d conninfo] [-m dir]\n",
+	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hlV] [-d conninfo] [-m dir]\n",
 	    progname);
-	exit(EX_USAGE);
+	exit(status);
 }
 
 static void
@@ -53,21 +53,28 @@ die(const struct jobq_err *err)
 	exit(err->code);
 }
 
-/* Run a statement that returns nothing; -1 with err on failure. */
+/*
+ * Run a statement; -1 with err on failure.  A lost connection is 69;
+ * any other failure is code: 65 when the statement came from a
+ * migration file, 69 when it is our own.
+ */
 static int
-exec_ok(PGconn *db, const char *sql, const char *what, struct jobq_err *err)
+exec_ok(PGconn *db, const char *sql, const char *what, int code,
+    struct jobq_err *err)
 {
 	PGresult	*res = PQexec(db, sql);
 	int		 ok;
 	char		 msg[400];
 
+	/* A file of only comments is an empty query, and harmless. */
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK ||
-	    PQresultStatus(res) == PGRES_TUPLES_OK;
+	    PQresultStatus(res) == PGRES_TUPLES_OK ||
+	    PQresultStatus(res) == PGRES_EMPTY_QUERY;
 	if (!ok) {
 		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
 		msg[strcspn(msg, "\n")] = '\0';
 		jobq_errf(err, PQstatus(db) == CONNECTION_BAD ?
-		    EX_UNAVAILABLE : EX_DATAERR, "%s: %s", what, msg);
+		    EX_UNAVAILABLE : code, "%s: %s", what, msg);
 	}
 	PQclear(res);
 	return ok ? 0 : -1;
@@ -196,8 +203,14 @@ read_applied(PGconn *db, struct migration *ms, size_t n,
 {
 	PGresult	*res;
 	size_t		 i;
-	int		 row;
+	int		 row, exists;
 
+	res = PQexec(db, "SELECT to_regclass('jobq_migrations') IS NOT NULL");
+	exists = PQresultStatus(res) == PGRES_TUPLES_OK &&
+	    strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!exists)
+		return 0;
 	res = PQexec(db, "SELECT version, checksum, to_char(applied_at AT "
 	    "TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
 	    "FROM jobq_migrations");
@@ -264,9 +277,9 @@ apply(PGconn *db, const struct migration *m, struct jobq_err *err)
 	int		 ok;
 
 	snprintf(version, sizeof(version), "%ld", m->version);
-	if (exec_ok(db, "BEGIN", "begin", err) == -1)
+	if (exec_ok(db, "BEGIN", "begin", EX_UNAVAILABLE, err) == -1)
 		return -1;
-	if (exec_ok(db, m->sql, m->name, err) == -1)
+	if (exec_ok(db, m->sql, m->name, EX_DATAERR, err) == -1)
 		goto fail;
 	res = PQexecParams(db, "INSERT INTO jobq_migrations (version, name, "
 	    "checksum) VALUES ($1, $2, $3)", 3, NULL, vals, NULL, NULL, 0);
@@ -277,7 +290,7 @@ apply(PGconn *db, const struct migration *m, struct jobq_err *err)
 		    PQerrorMessage(db));
 		goto fail;
 	}
-	return exec_ok(db, "COMMIT", m->name, err);
+	return exec_ok(db, "COMMIT", m->name, EX_DATAERR, err);
 fail:
 	PQclear(PQexec(db, "ROLLBACK"));
 	return -1;
@@ -345,11 +358,13 @@ main(int argc, char *argv[])
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			return 0;
 		case 'h':
+			usage(0);
+			break;
 		default:
-			usage();
+			usage(EX_USAGE);
 		}
 	if (optind != argc)
-		usage();
+		usage(EX_USAGE);
 
 	memset(&err, 0, sizeof(err));
 	ms = load(dir, &n, &err);
@@ -361,9 +376,12 @@ main(int argc, char *argv[])
 	}
 	if ((db = jobq_db_open(cfg.db_conninfo, &err)) == NULL)
 		die(&err);
-	if (exec_ok(db, "SELECT pg_advisory_lock(" LOCK_KEY ")", "lock",
-	    &err) == -1 || exec_ok(db, create_sql, "create jobq_migrations",
-	    &err) == -1 || read_applied(db, ms, n, &err) == -1)
+	/* Listing only reads: no lock, and no table is made. */
+	if (!status && (exec_ok(db, "SELECT pg_advisory_lock(" LOCK_KEY ")",
+	    "lock", EX_UNAVAILABLE, &err) == -1 || exec_ok(db, create_sql,
+	    "create jobq_migrations", EX_UNAVAILABLE, &err) == -1))
+		die(&err);
+	if (read_applied(db, ms, n, &err) == -1)
 		die(&err);
 	for (i = 0; i < n; i++)
 		if (checksum(db, &ms[i], &err) == -1)

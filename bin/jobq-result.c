@@ -18,11 +18,11 @@
 static const char	*progname = "jobq-result";
 
 static void
-usage(void)
+usage(int status)
 {
-	fprintf(stderr, "usage: %s [-hVw] [-d conninfo] [-t seconds] id ...\n",
+	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hVw] [-d conninfo] [-t seconds] id ...\n",
 	    progname);
-	exit(EX_USAGE);
+	exit(status);
 }
 
 static void
@@ -185,7 +185,7 @@ main(int argc, char *argv[])
 			if (jobq_opt_number(c, optarg, 1, JOBQ_MAX_TIMEOUT,
 			    "seconds", &timeout, &err) == -1) {
 				fprintf(stderr, "%s: %s\n", progname, err.msg);
-				usage();
+				usage(EX_USAGE);
 			}
 			wait = 1;
 			break;
@@ -196,13 +196,15 @@ main(int argc, char *argv[])
 			wait = 1;
 			break;
 		case 'h':
+			usage(0);
+			break;
 		default:
-			usage();
+			usage(EX_USAGE);
 		}
 	argc -= optind;
 	argv += optind;
 	if (argc == 0)
-		usage();
+		usage(EX_USAGE);
 
 	n = (size_t)argc;
 	if ((ids = calloc(n, sizeof(*ids))) == NULL ||

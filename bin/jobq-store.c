@@ -39,18 +39,18 @@ static const char		*progname = "jobq-store";
 static volatile sig_atomic_t	 stopping;
 
 static void
-usage(void)
+usage(int status)
 {
-	fprintf(stderr, "usage: %s [-hV] [-b size] [-d conninfo] [-q queue] "
+	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hV] [-b size] [-d conninfo] [-q queue] "
 	    "[-r queue]\n\t[-u url] [-x exchange]\n", progname);
-	exit(EX_USAGE);
+	exit(status);
 }
 
 static void
 bad_option(const struct jobq_err *err)
 {
 	fprintf(stderr, "%s: %s\n", progname, err->msg);
-	usage();
+	usage(EX_USAGE);
 }
 
 static void
@@ -182,13 +182,17 @@ static void
 settle(struct store *s)
 {
 	struct jobq_err	 err;
+	uint64_t	 last = 0;
 	int		 i;
 
 	for (i = 0; i < s->n; i++)
-		if (s->batch[i].msg == NULL &&
-		    jobq_amqp_nack(s->conn, s->batch[i].tag, 0, &err) == -1)
+		if (s->batch[i].msg != NULL)
+			last = s->batch[i].tag;
+		else if (jobq_amqp_nack(s->conn, s->batch[i].tag, 0,
+		    &err) == -1)
 			die(&err);
-	if (jobq_amqp_ack(s->conn, s->batch[s->n - 1].tag, 1, &err) == -1)
+	/* One ack for all the stored ones: they come before "last". */
+	if (last != 0 && jobq_amqp_ack(s->conn, last, 1, &err) == -1)
 		die(&err);
 	for (i = 0; i < s->n; i++)
 		json_object_put(s->batch[i].msg);
@@ -228,15 +232,17 @@ options(struct store *s, int argc, char *argv[])
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			exit(0);
 		case 'h':
+			usage(0);
+			break;
 		case '?':
-			usage();
+			usage(EX_USAGE);
 			break;
 		default:
 			if (jobq_config_option(&s->cfg, c, optarg, &err) == -1)
 				bad_option(&err);
 		}
 	if (optind != argc)
-		usage();
+		usage(EX_USAGE);
 }
 
 static void

@@ -47,18 +47,18 @@ struct submit {
 static const char	*progname = "jobq-submit";
 
 static void
-usage(void)
+usage(int status)
 {
-	fprintf(stderr, "usage: %s [-hV] [-q queue] [-r queue] [-S bytes] "
+	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hV] [-q queue] [-r queue] [-S bytes] "
 	    "[-u url] [-x exchange]\n", progname);
-	exit(EX_USAGE);
+	exit(status);
 }
 
 static void
 bad_option(const struct jobq_err *err)
 {
 	fprintf(stderr, "%s: %s\n", progname, err->msg);
-	usage();
+	usage(EX_USAGE);
 }
 
 static void
@@ -301,15 +301,17 @@ main(int argc, char *argv[])
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			return 0;
 		case 'h':
+			usage(0);
+			break;
 		case '?':
-			usage();
+			usage(EX_USAGE);
 			break;
 		default:
 			if (jobq_config_option(&s.cfg, c, optarg, &err) == -1)
 				bad_option(&err);
 		}
 	if (optind != argc)
-		usage();
+		usage(EX_USAGE);
 	if (jobq_config_check(&s.cfg, &err) == -1)
 		die(&err);
 

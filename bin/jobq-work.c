@@ -89,19 +89,19 @@ static int		 sigpipe_fds[2] = { -1, -1 };
 static struct worker	*the_worker;	/* for die() */
 
 static void
-usage(void)
+usage(int status)
 {
-	fprintf(stderr, "usage: %s [-hV] [-j jobs] [-q queue] [-r queue] "
+	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hV] [-j jobs] [-q queue] [-r queue] "
 	    "[-S bytes] [-t seconds]\n\t[-u url] [-x exchange] "
 	    "{-D dir | [--] command [arg ...]}\n", progname);
-	exit(EX_USAGE);
+	exit(status);
 }
 
 static void
 bad_option(const struct jobq_err *err)
 {
 	fprintf(stderr, "%s: %s\n", progname, err->msg);
-	usage();
+	usage(EX_USAGE);
 }
 
 /*
@@ -526,7 +526,8 @@ output_value(struct worker *w, const struct run *r)
 	size_t		 i;
 
 	for (i = 0; i < r->output_len; i++)
-		if (strchr(" \t\r\n", r->output[i]) == NULL)
+		if (r->output[i] != ' ' && r->output[i] != '\t' &&
+		    r->output[i] != '\r' && r->output[i] != '\n')
 			break;
 	if (i == r->output_len)
 		return NULL;
@@ -571,7 +572,7 @@ finish(struct worker *w, struct run *r)
 		jobq_errf(&err, EX_OSERR, "out of memory");
 		die(&err);
 	}
-	if (jobq_amqp_publish(w->conn, "", w->cfg.result_queue, 0, res.id,
+	if (jobq_amqp_publish(w->conn, "", w->cfg.result_queue, 1, res.id,
 	    res.type, body, strlen(body), &err) == -1)
 		die(&err);
 	u = &w->unconf[(w->uhead + w->ulen++) % w->prefetch];
@@ -692,6 +693,13 @@ broker_events(struct worker *w)
 		case JOBQ_EV_NACK:
 			confirmed(w, ev.tag, ev.multiple,
 			    ev.kind == JOBQ_EV_ACK);
+			break;
+		case JOBQ_EV_RETURN:
+			/* The job is not acked: it stays on its queue. */
+			jobq_errf(&err, EX_UNAVAILABLE, "result of job %s "
+			    "unroutable: queue %s is gone", ev.message_id,
+			    w->cfg.result_queue);
+			die(&err);
 			break;
 		case JOBQ_EV_CANCELLED:
 			jobq_errf(&err, EX_UNAVAILABLE, "the broker cancelled "
@@ -828,8 +836,10 @@ options(struct worker *w, int argc, char *argv[])
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			exit(0);
 		case 'h':
+			usage(0);
+			break;
 		case '?':
-			usage();
+			usage(EX_USAGE);
 			break;
 		default:
 			if (jobq_config_option(&w->cfg, c, optarg, &err) == -1)
@@ -838,7 +848,7 @@ options(struct worker *w, int argc, char *argv[])
 	if ((w->dir == NULL) == (optind == argc)) {
 		fprintf(stderr, "%s: give either -D dir or a command\n",
 		    progname);
-		usage();
+		usage(EX_USAGE);
 	}
 	w->argv = argv + optind;
 }

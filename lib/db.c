@@ -24,15 +24,20 @@ static const char fetch_sql[] =
 
 /*
  * Of several results for one job, the row keeps the one with the most
- * attempts, then the highest status rank; a tie keeps what is stored.
+ * attempts, then the highest status rank; a tie keeps what is stored,
+ * or in one batch the one delivered first.
  */
 static const char store_sql[] =
 	"WITH batch AS ("
-	" SELECT DISTINCT ON (r.id) r.* FROM jsonb_to_recordset($1::jsonb)"
-	" AS r(id uuid, type text, status text, result jsonb, error text,"
-	" attempts int, worker text, submitted_at timestamptz,"
-	" started_at timestamptz, finished_at timestamptz)"
-	" ORDER BY r.id, r.attempts DESC, jobq_status_rank(r.status) DESC"
+	" SELECT DISTINCT ON (r.id) r.* FROM ROWS FROM ("
+	" jsonb_to_recordset($1::jsonb) AS (id uuid, type text, status text,"
+	" result jsonb, error text, attempts int, worker text,"
+	" submitted_at timestamptz, started_at timestamptz,"
+	" finished_at timestamptz)) WITH ORDINALITY AS r(id, type, status,"
+	" result, error, attempts, worker, submitted_at, started_at,"
+	" finished_at, n)"
+	" ORDER BY r.id, r.attempts DESC, jobq_status_rank(r.status) DESC,"
+	" r.n"
 	"), stored AS ("
 	" INSERT INTO jobs AS j (id, type, status, result, error, attempts,"
 	" worker, submitted_at, started_at, finished_at)"
@@ -59,16 +64,31 @@ first_line(const char *msg, char *buf, size_t size)
 	return buf;
 }
 
+/*
+ * Only a data exception or a constraint violation (SQLSTATE classes 22
+ * and 23) blames the data; anything else (a lost connection, a missing
+ * table, a full disk) is the database's trouble, and no data may be
+ * dropped for it.
+ */
 static int
 db_err(PGconn *conn, PGresult *res, const char *what,
     struct jobq_err *err)
 {
-	char	 line[400];
-	int	 code;
+	const char	*state = NULL;
+	char		 line[400];
+	int		 code = EX_UNAVAILABLE;
 
-	code = PQstatus(conn) == CONNECTION_BAD ? EX_UNAVAILABLE : EX_DATAERR;
-	first_line(res != NULL ? PQresultErrorMessage(res) :
-	    PQerrorMessage(conn), line, sizeof(line));
+	if (res != NULL)
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (PQstatus(conn) == CONNECTION_OK && state != NULL &&
+	    (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
+		code = EX_DATAERR;
+	if (res != NULL &&
+	    PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) != NULL)
+		first_line(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+		    line, sizeof(line));
+	else
+		first_line(PQerrorMessage(conn), line, sizeof(line));
 	return jobq_errf(err, code, "%s: %s", what, line);
 }
 

@@ -115,7 +115,7 @@ type_member(json_object *obj, char type[JOBQ_TYPE_MAX + 1],
 }
 
 static int
-time_member(json_object *obj, const char *key, char out[JOBQ_TIME_LEN + 1],
+time_member(json_object *obj, const char *key, char out[JOBQ_TIME_MAX + 1],
     struct jobq_err *err)
 {
 	json_object	*v;
@@ -124,7 +124,7 @@ time_member(json_object *obj, const char *key, char out[JOBQ_TIME_LEN + 1],
 	if (str_member(obj, key, &v, err) == -1)
 		return -1;
 	s = json_object_get_string(v);
-	if (strlen(s) > JOBQ_TIME_LEN || !jobq_time_valid(s))
+	if (strlen(s) > JOBQ_TIME_MAX || !jobq_time_valid(s))
 		return jobq_errf(err, EX_DATAERR, "member \"%s\": not an RFC "
 		    "3339 time", key);
 	strcpy(out, s);

@@ -35,6 +35,7 @@
 #define JOBQ_UUID_LEN		36
 #define JOBQ_TYPE_MAX		64
 #define JOBQ_TIME_LEN		27	/* 2006-01-02T15:04:05.000000Z */
+#define JOBQ_TIME_MAX		40	/* longest time read from a message */
 #define JOBQ_MAX_ATTEMPTS	1000
 #define JOBQ_MAX_TIMEOUT	86400
 
@@ -61,7 +62,7 @@ struct jobq_job {
 	int		 attempt;
 	int		 max_attempts;	/* 0: not given */
 	int		 timeout;	/* seconds; 0: not given */
-	char		 submitted_at[JOBQ_TIME_LEN + 1];
+	char		 submitted_at[JOBQ_TIME_MAX + 1];
 };
 
 /* A result as it travels on the result queue. */
@@ -73,9 +74,9 @@ struct jobq_result {
 	char		*error;		/* owned; NULL is JSON null */
 	int		 attempts;
 	char		*worker;	/* owned */
-	char		 submitted_at[JOBQ_TIME_LEN + 1];
-	char		 started_at[JOBQ_TIME_LEN + 1];
-	char		 finished_at[JOBQ_TIME_LEN + 1];
+	char		 submitted_at[JOBQ_TIME_MAX + 1];
+	char		 started_at[JOBQ_TIME_MAX + 1];
+	char		 finished_at[JOBQ_TIME_MAX + 1];
 };
 
 /* A reader of a stream of JSON documents; see jobq_reader_next(). */

@@ -253,8 +253,8 @@ scan_value(struct scan *s)
 
 /*
  * Check that doc[0..len) is exactly one RFC 8259 value with optional
- * whitespace around it.  On failure, say why and on which line of the
- * stream, counting from first_line.
+ * whitespace around it.  On failure, say why, naming the line on which
+ * the document began, as every other error of the reader does.
  */
 static int
 strict_check(const char *doc, size_t len, long first_line,
@@ -274,7 +274,7 @@ strict_check(const char *doc, size_t len, long first_line,
 		s.why = "unexpected characters";
 	}
 	return jobq_errf(err, EX_DATAERR, "line %ld: invalid JSON: %s",
-	    first_line + newlines(doc, (size_t)(s.p - s.start)), s.why);
+	    first_line, s.why);
 }
 
 /* A reader of documents of at most max bytes each. */

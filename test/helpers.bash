@@ -1,6 +1,8 @@
 # Shared by every test file: assertions, a fresh world for each test,
 # and background processes that are stopped by pid when the test ends.
 
+bats_require_minimum_version 1.5.0
+
 load '/usr/lib/bats/bats-support/load'
 load '/usr/lib/bats/bats-assert/load'
 

@@ -5,6 +5,7 @@
  *	qtool get QUEUE		take one message: a line of properties,
  *				then the body; exit 1 when the queue is empty
  *	qtool put QUEUE BODY	publish BODY as is, persistent, confirmed
+ *	qtool delete QUEUE	delete a queue
  *
  * The broker is the one JOBQ_AMQP_URL names.  Queues are looked at
  * passively: qtool never creates one.
@@ -107,6 +108,13 @@ put(amqp_connection_state_t conn, const char *queue, const char *body)
 	jobq_event_clear(&ev);
 }
 
+static void
+delete(amqp_connection_state_t conn, const char *queue)
+{
+	amqp_queue_delete(conn, 1, amqp_cstring_bytes(queue), 0, 0);
+	check_reply(conn, "delete");
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -116,7 +124,7 @@ main(int argc, char *argv[])
 	int			 rc = 0;
 
 	if (argc < 3 || (strcmp(argv[1], "put") == 0) != (argc == 4)) {
-		fprintf(stderr, "usage: qtool depth|get QUEUE | "
+		fprintf(stderr, "usage: qtool depth|get|delete QUEUE | "
 		    "qtool put QUEUE BODY\n");
 		return 64;
 	}
@@ -129,6 +137,8 @@ main(int argc, char *argv[])
 		rc = get(conn, argv[2]);
 	else if (strcmp(argv[1], "put") == 0)
 		put(conn, argv[2], argv[3]);
+	else if (strcmp(argv[1], "delete") == 0)
+		delete(conn, argv[2]);
 	else {
 		fprintf(stderr, "qtool: %s: unknown command\n", argv[1]);
 		rc = 64;

@@ -5,11 +5,21 @@ load helpers
 
 TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result"
 
-@test "tools: -h prints a usage line on stderr and exits 64" {
+@test "tools: -h prints the usage on stdout and exits 0" {
 	for t in $TOOLS; do
-		run "$t" -h
-		assert_failure 64
+		run --separate-stderr "$t" -h
+		assert_success
 		assert_line --index 0 --regexp "^usage: $t "
+		assert_equal "$stderr" ""
+	done
+}
+
+@test "tools: a usage error prints the usage on stderr and exits 64" {
+	for t in $TOOLS; do
+		run --separate-stderr "$t" --no-such-option
+		assert_failure 64
+		assert_output ''
+		[[ "$stderr" == *"usage: $t "* ]]
 	done
 }
 
@@ -37,7 +47,9 @@ TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result"
 
 @test "tools: the manual pages are lint-clean" {
 	command -v mandoc >/dev/null || skip "mandoc is not installed"
-	run mandoc -Tlint -Wstyle "$ROOT"/man/*.[17]
+	# From the folder of the pages, so that their references resolve.
+	cd "$ROOT/man"
+	run mandoc -Tlint -Wstyle jobq.7 jobq-*.1
 	assert_success
 	assert_output ''
 }

@@ -61,6 +61,26 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	assert_output --partial '"result":"a'$'\xef\xbf\xbd''b'$'\xef\xbf\xbd''c"'
 }
 
+@test "jobq-work: output of only NUL bytes is a string, not null" {
+	handler nuls 'printf "\000\000"'
+	start work jobq-work -j 1 "$JOBS/h/nuls"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"result":"'$'\xef\xbf\xbd\xef\xbf\xbd''"'
+}
+
+@test "jobq-work: when the result queue is gone it exits 69, job kept" {
+	start work jobq-work -j 1 cat
+	eventually has_consumer "$JOBQ_JOB_QUEUE"
+	qtool delete "$JOBQ_RESULT_QUEUE"
+	# Straight onto the queue: jobq-submit would declare it again.
+	qtool put "$JOBQ_JOB_QUEUE" '{"v":1,"id":"0a0a0a0a-0000-4000-8000-00000000000a","type":"x","attempt":1,"submitted_at":"2026-01-01T00:00:00Z"}'
+	eventually sh -c "! kill -0 $(cat "$JOBS/work.pid") 2>/dev/null"
+	run logged work 'is gone'
+	assert_success
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 1
+}
+
 @test "jobq-work: a non-zero exit fails the job with the end of stderr" {
 	handler bad 'cat >/dev/null; echo partial; echo "disk on fire" >&2; exit 3'
 	start work jobq-work -j 1 "$JOBS/h/bad"
@@ -265,7 +285,7 @@ echo done"
 	run jobq-work --bogus cat
 	assert_failure 64
 	run jobq-work -h
-	assert_failure 64
+	assert_success
 	assert_output --partial 'usage: jobq-work'
 }
 
