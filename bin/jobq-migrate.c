@@ -41,8 +41,10 @@ static const char create_sql[] =
 static void
 usage(int status)
 {
-	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hlV] [-d conninfo] [-m dir]\n",
-	    progname);
+	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
+	FILE	*f = status == 0 ? stdout : stderr;
+
+	fprintf(f, "usage: %s [-hlV] [-d conninfo] [-m dir]\n", progname);
 	exit(status);
 }
 

@@ -20,7 +20,10 @@ static const char	*progname = "jobq-result";
 static void
 usage(int status)
 {
-	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hVw] [-d conninfo] [-t seconds] id ...\n",
+	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
+	FILE	*f = status == 0 ? stdout : stderr;
+
+	fprintf(f, "usage: %s [-hVw] [-d conninfo] [-t seconds] id ...\n",
 	    progname);
 	exit(status);
 }

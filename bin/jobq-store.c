@@ -41,7 +41,10 @@ static volatile sig_atomic_t	 stopping;
 static void
 usage(int status)
 {
-	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hV] [-b size] [-d conninfo] [-q queue] "
+	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
+	FILE	*f = status == 0 ? stdout : stderr;
+
+	fprintf(f, "usage: %s [-hV] [-b size] [-d conninfo] [-q queue] "
 	    "[-r queue]\n\t[-u url] [-x exchange]\n", progname);
 	exit(status);
 }

@@ -49,7 +49,10 @@ static const char	*progname = "jobq-submit";
 static void
 usage(int status)
 {
-	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hV] [-q queue] [-r queue] [-S bytes] "
+	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
+	FILE	*f = status == 0 ? stdout : stderr;
+
+	fprintf(f, "usage: %s [-hV] [-q queue] [-r queue] [-S bytes] "
 	    "[-u url] [-x exchange]\n", progname);
 	exit(status);
 }

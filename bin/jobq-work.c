@@ -68,16 +68,16 @@ struct unconfirmed {
 struct worker {
 	struct jobq_config	 cfg;
 	amqp_connection_state_t	 conn;
-	char			**argv;		/* the handler command */
-	const char		*dir;		/* or the handlers folder */
+	char			**argv;	/* the handler command */
+	const char		*dir;	/* or the handlers folder */
 	int			 njobs;
 	int			 timeout;
 	char			 name[300];
 	struct run		*runs;
 	int			 running;
-	struct waiting		*queue;		/* a ring of prefetch */
+	struct waiting		*queue;	/* a ring of prefetch */
 	int			 qhead, qlen, prefetch;
-	struct unconfirmed	*unconf;	/* a ring of prefetch */
+	struct unconfirmed	*unconf; /* a ring of prefetch */
 	int			 uhead, ulen;
 	uint64_t		 next_seq;
 	int			 draining;
@@ -91,7 +91,10 @@ static struct worker	*the_worker;	/* for die() */
 static void
 usage(int status)
 {
-	fprintf(status == 0 ? stdout : stderr, "usage: %s [-hV] [-j jobs] [-q queue] [-r queue] "
+	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
+	FILE	*f = status == 0 ? stdout : stderr;
+
+	fprintf(f, "usage: %s [-hV] [-j jobs] [-q queue] [-r queue] "
 	    "[-S bytes] [-t seconds]\n\t[-u url] [-x exchange] "
 	    "{-D dir | [--] command [arg ...]}\n", progname);
 	exit(status);

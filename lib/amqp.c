@@ -248,7 +248,8 @@ jobq_amqp_publish(amqp_connection_state_t conn, const char *exchange,
 	int			 rc;
 
 	memset(&p, 0, sizeof(p));
-	p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+	p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG |
+	    AMQP_BASIC_DELIVERY_MODE_FLAG |
 	    AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG |
 	    AMQP_BASIC_TIMESTAMP_FLAG;
 	p.content_type = amqp_cstring_bytes("application/json");

@@ -35,7 +35,7 @@
 #define JOBQ_UUID_LEN		36
 #define JOBQ_TYPE_MAX		64
 #define JOBQ_TIME_LEN		27	/* 2006-01-02T15:04:05.000000Z */
-#define JOBQ_TIME_MAX		40	/* longest time read from a message */
+#define JOBQ_TIME_MAX		40	/* the longest time read */
 #define JOBQ_MAX_ATTEMPTS	1000
 #define JOBQ_MAX_TIMEOUT	86400
 
@@ -71,7 +71,7 @@ struct jobq_result {
 	char		 type[JOBQ_TYPE_MAX + 1];
 	char		 status[16];
 	json_object	*result;	/* owned; NULL is JSON null */
-	char		*error;		/* owned; NULL is JSON null */
+	char		*error;	/* owned; NULL is JSON null */
 	int		 attempts;
 	char		*worker;	/* owned */
 	char		 submitted_at[JOBQ_TIME_MAX + 1];
@@ -95,10 +95,10 @@ enum jobq_event_kind {
 
 struct jobq_event {
 	enum jobq_event_kind	 kind;
-	uint64_t		 tag;		/* delivery tag or sequence */
+	uint64_t		 tag;	/* delivery tag or sequence */
 	int			 multiple;	/* ack and nack */
 	int			 redelivered;
-	amqp_bytes_t		 body;		/* valid until the next call */
+	amqp_bytes_t		 body;	/* until the next call */
 	char			 message_id[JOBQ_UUID_LEN + 1];
 	amqp_message_t		 message;	/* internal */
 	int			 has_message;	/* internal */

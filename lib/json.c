@@ -15,13 +15,12 @@
 
 struct jobq_reader {
 	json_tokener	*tok;
-	size_t		 max;		/* bytes allowed in one document */
-	size_t		 size;		/* bytes of the current document */
+	size_t		 max;	/* bytes allowed in one document */
+	size_t		 size;	/* bytes of it kept in doc */
+	char		*doc;	/* a document that spans feeds */
 	int		 in_doc;	/* a document has begun */
-	long		 line;		/* line of the next byte */
-	long		 doc_line;	/* line where the document began */
-	char		*doc;		/* the bytes of a document that */
-	size_t		 doc_len;	/* spans several feeds */
+	long		 line;	/* line of the next byte */
+	long		 doc_line;	/* line where it began */
 };
 
 static int
@@ -48,7 +47,7 @@ newlines(const char *s, size_t n)
 struct scan {
 	const unsigned char	*p, *start, *end;
 	int			 depth;
-	int			 nul;	/* the last string held \u0000 */
+	int			 nul;	/* last string held \u0000 */
 	const char		*why;
 };
 

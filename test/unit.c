@@ -27,9 +27,9 @@
 
 /* The documents a reader found in an input, and how it ended. */
 struct run {
-	int		 rc;		/* 0, or -1 when the reader failed */
+	int		 rc;	/* 0, or -1 when the reader failed */
 	int		 ndocs;
-	char		 text[1024];	/* the documents, one space apart */
+	char		 text[1024]; /* the documents, one space apart */
 	struct jobq_err	 err;
 };
 
