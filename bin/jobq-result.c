@@ -86,6 +86,26 @@ now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
 }
 
+/* Read what the server sent; the number of notifications in it. */
+static int
+notified(PGconn *db)
+{
+	struct jobq_err	 err;
+	PGnotify	*note;
+	int		 n = 0;
+
+	if (PQconsumeInput(db) == 0) {
+		jobq_errf(&err, EX_UNAVAILABLE, "database: %s",
+		    PQerrorMessage(db));
+		die(&err);
+	}
+	while ((note = PQnotifies(db)) != NULL) {
+		PQfreemem(note);
+		n++;
+	}
+	return n;
+}
+
 /*
  * Wait for notifications until every job is final or the deadline
  * (0: none; else in now_ms() terms) passes.
@@ -97,7 +117,6 @@ wait_rows(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
 	struct jobq_err	 err;
 	struct pollfd	 pfd;
 	PGresult	*res;
-	PGnotify	*note;
 	long		 timeout;
 
 	res = PQexec(db, "LISTEN " JOBQ_NOTIFY_CHANNEL);
@@ -108,6 +127,13 @@ wait_rows(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
 	}
 	PQclear(res);
 	while (refresh(db, ids, rows, n) > 0) {
+		/*
+		 * A notification that came in with the answer to the last
+		 * query is in libpq's buffer, where poll() cannot see it:
+		 * take it first, and look again at once if there was one.
+		 */
+		if (notified(db) > 0)
+			continue;
 		timeout = -1;
 		if (deadline != 0 && (timeout = deadline - now_ms()) <= 0)
 			return;
@@ -117,13 +143,7 @@ wait_rows(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
 			jobq_errf(&err, EX_OSERR, "poll: %s", strerror(errno));
 			die(&err);
 		}
-		if (PQconsumeInput(db) == 0) {
-			jobq_errf(&err, EX_UNAVAILABLE, "database: %s",
-			    PQerrorMessage(db));
-			die(&err);
-		}
-		while ((note = PQnotifies(db)) != NULL)
-			PQfreemem(note);
+		notified(db);
 	}
 }
 
