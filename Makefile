@@ -18,11 +18,14 @@ WARNINGS =	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 JOBQ_CFLAGS =	-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 		$(WARNINGS) -Ilib $(PKG_CFLAGS)
 
-TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result
+TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result \
+		jobq-httpd
 BINS =		$(TOOLS:%=bin/%)
-LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/job.o lib/json.o
+LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/http.o lib/job.o lib/json.o
 LIB =		lib/libjobq.a
-MANS =		man/jobq.7 $(TOOLS:%=man/%.1)
+MANS1 =		man/jobq-migrate.1 man/jobq-submit.1 man/jobq-work.1 \
+		man/jobq-store.1 man/jobq-result.1
+MANS =		man/jobq.7 man/jobq-httpd.8 $(MANS1)
 HANDLERS =	handlers/echo handlers/fail handlers/sha256 handlers/sleep
 
 all: $(BINS)
@@ -59,18 +62,20 @@ lint:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
-	    $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(SQLDIR) \
-	    $(DESTDIR)$(HANDLERDIR)
+	    $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(SQLDIR) $(DESTDIR)$(HANDLERDIR)
 	install -m 755 $(BINS) $(DESTDIR)$(BINDIR)
-	install -m 644 $(TOOLS:%=man/%.1) $(DESTDIR)$(MANDIR)/man1
+	install -m 644 $(MANS1) $(DESTDIR)$(MANDIR)/man1
 	install -m 644 man/jobq.7 $(DESTDIR)$(MANDIR)/man7
+	install -m 644 man/jobq-httpd.8 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 sql/*.sql $(DESTDIR)$(SQLDIR)
 	install -m 755 $(HANDLERS) $(DESTDIR)$(HANDLERDIR)
 
 uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) \
-	    $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1) \
+	    $(MANS1:man/%=$(DESTDIR)$(MANDIR)/man1/%) \
 	    $(DESTDIR)$(MANDIR)/man7/jobq.7 \
+	    $(DESTDIR)$(MANDIR)/man8/jobq-httpd.8 \
 	    $(HANDLERS:handlers/%=$(DESTDIR)$(HANDLERDIR)/%)
 	rm -f $(DESTDIR)$(SQLDIR)/*.sql
 	-rmdir $(DESTDIR)$(SQLDIR) $(DESTDIR)$(HANDLERDIR) \

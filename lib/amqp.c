@@ -398,6 +398,28 @@ jobq_amqp_next(amqp_connection_state_t conn, int timeout_ms,
 	return method_event(conn, &f, ev, err);
 }
 
+/*
+ * The number of ready messages and of consumers of a queue, from a
+ * passive declare.  A queue that does not exist closes the channel, so
+ * ask only for queues that jobq_amqp_declare() made.
+ */
+int
+jobq_amqp_depth(amqp_connection_state_t conn, const char *queue,
+    long *messages, long *consumers, struct jobq_err *err)
+{
+	amqp_queue_declare_ok_t	*ok;
+	char			 what[300];
+
+	ok = amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(queue), 1,
+	    0, 0, 0, amqp_empty_table);
+	snprintf(what, sizeof(what), "queue %s", queue);
+	if (reply_err(amqp_get_rpc_reply(conn), what, err) == -1)
+		return -1;
+	*messages = ok->message_count;
+	*consumers = ok->consumer_count;
+	return 0;
+}
+
 /* Whether a frame can be read without waiting on the socket. */
 int
 jobq_amqp_pending(amqp_connection_state_t conn)

@@ -92,6 +92,13 @@ db_err(PGconn *conn, PGresult *res, const char *what,
 	return jobq_errf(err, code, "%s: %s", what, line);
 }
 
+const char *const jobq_statuses[JOBQ_STATUSES] = {
+	"queued", "running", "retrying", "failed", "succeeded"
+};
+const double jobq_buckets[JOBQ_BUCKETS] = {
+	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
+};
+
 /* libpq prints notices on stderr by default; the library never prints. */
 static void
 ignore_notice(void *arg, const char *msg)
@@ -249,4 +256,56 @@ jobq_db_store(PGconn *conn, const char *batch, long *stored,
 out:
 	PQclear(res);
 	return rc;
+}
+
+/*
+ * Count the rows of each status, and the latencies (finished_at -
+ * submitted_at) of the jobs that finished in the last window seconds,
+ * by the buckets of jobq_buckets.
+ */
+int
+jobq_db_stats(PGconn *conn, int window, struct jobq_stats *st,
+    struct jobq_err *err)
+{
+	PGresult	*res;
+	char		 secs[32], sql[2048];
+	const char	*params[1] = { secs };
+	int		 row, i, n;
+
+	memset(st, 0, sizeof(*st));
+	/* One count per bucket, made from jobq_buckets. */
+	n = snprintf(sql, sizeof(sql), "SELECT ");
+	for (i = 0; i < JOBQ_BUCKETS; i++)
+		n += snprintf(sql + n, sizeof(sql) - n, "count(*) FILTER "
+		    "(WHERE l <= %g), ", jobq_buckets[i]);
+	snprintf(sql + n, sizeof(sql) - n, "count(*), coalesce(sum(l), 0) "
+	    "FROM (SELECT extract(epoch FROM finished_at - submitted_at) "
+	    "AS l FROM jobs WHERE finished_at > now() - "
+	    "make_interval(secs => $1)) AS recent");
+	res = PQexec(conn, "SELECT status, count(*) FROM jobs GROUP BY status");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_err(conn, res, "count jobs", err);
+		PQclear(res);
+		return -1;
+	}
+	for (row = 0; row < PQntuples(res); row++)
+		for (i = 0; i < JOBQ_STATUSES; i++)
+			if (strcmp(PQgetvalue(res, row, 0),
+			    jobq_statuses[i]) == 0)
+				st->by_status[i] = atoll(PQgetvalue(res, row,
+				    1));
+	PQclear(res);
+	snprintf(secs, sizeof(secs), "%d", window);
+	res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_err(conn, res, "measure latency", err);
+		PQclear(res);
+		return -1;
+	}
+	for (i = 0; i < JOBQ_BUCKETS; i++)
+		st->le[i] = atoll(PQgetvalue(res, 0, i));
+	st->count = atoll(PQgetvalue(res, 0, JOBQ_BUCKETS));
+	st->sum = atof(PQgetvalue(res, 0, JOBQ_BUCKETS + 1));
+	PQclear(res);
+	return 0;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 
 #include <uuid.h>
@@ -20,6 +21,8 @@
 
 static const char	*log_tool = "jobq";
 static enum jobq_level	 log_level = JOBQ_INFO;
+static FILE		*log_file;	/* NULL: stderr */
+static int		 log_where;	/* 0 stream, 1 syslog, 2 nowhere */
 static const char	*level_names[] = { "error", "warn", "info", "debug" };
 
 /*
@@ -55,10 +58,30 @@ jobq_log_init(const char *tool)
 			log_level = (enum jobq_level)i;
 }
 
+/*
+ * Send log lines somewhere other than stderr: "syslog", "none", or the
+ * path of a file to append to.  NULL or "stderr" keeps stderr.
+ */
+int
+jobq_log_open(const char *where, struct jobq_err *err)
+{
+	if (where == NULL || strcmp(where, "stderr") == 0)
+		log_where = 0;
+	else if (strcmp(where, "syslog") == 0) {
+		openlog(log_tool, LOG_PID, LOG_DAEMON);
+		log_where = 1;
+	} else if (strcmp(where, "none") == 0)
+		log_where = 2;
+	else if ((log_file = fopen(where, "a")) == NULL)
+		return jobq_errf(err, EX_CANTCREAT, "%s: %s", where,
+		    strerror(errno));
+	return 0;
+}
+
 int
 jobq_log_enabled(enum jobq_level level)
 {
-	return level <= log_level;
+	return level <= log_level && log_where != 2;
 }
 
 /*
@@ -85,7 +108,17 @@ jobq_log(enum jobq_level level, const char *msg, const char *fmt, ...)
 		vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 		va_end(ap);
 	}
-	fprintf(stderr, "%s\n", line);
+	if (log_where == 1) {
+		static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO,
+		    LOG_DEBUG };
+
+		/* syslog stamps the time itself. */
+		syslog(prio[level], "%s", strchr(line, ' ') + 1);
+		return;
+	}
+	fprintf(log_file != NULL ? log_file : stderr, "%s\n", line);
+	if (log_file != NULL)
+		fflush(log_file);
 }
 
 /*

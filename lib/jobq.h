@@ -104,12 +104,39 @@ struct jobq_event {
 	int			 has_message;	/* internal */
 };
 
+/* What jobq_http_parse_head() read of a request head. */
+struct jobq_http_req {
+	char		 method[16];
+	char		 target[2048];
+	int		 minor;		/* HTTP/1.minor */
+	int		 keep_alive;
+	int		 headers;
+	int		 chunked;
+	long long	 content_length;	/* -1: none */
+	char		 authorization[512];
+	char		 content_type[128];
+};
+
+/* Counts from the jobs table; see jobq_db_stats(). */
+#define JOBQ_STATUSES		5
+#define JOBQ_BUCKETS		14
+extern const char *const jobq_statuses[JOBQ_STATUSES];
+extern const double jobq_buckets[JOBQ_BUCKETS];	/* seconds */
+
+struct jobq_stats {
+	long long	 by_status[JOBQ_STATUSES];
+	long long	 le[JOBQ_BUCKETS];	/* latencies <= each bucket */
+	long long	 count;			/* latencies in the window */
+	double		 sum;			/* seconds */
+};
+
 enum jobq_level { JOBQ_ERROR, JOBQ_WARN, JOBQ_INFO, JOBQ_DEBUG };
 
 /* err.c: errors, logging, numbers, time and small string helpers */
 int	 jobq_errf(struct jobq_err *, int, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
 void	 jobq_log_init(const char *);
+int	 jobq_log_open(const char *, struct jobq_err *);
 int	 jobq_log_enabled(enum jobq_level);
 void	 jobq_log(enum jobq_level, const char *, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
@@ -178,11 +205,22 @@ int	 jobq_amqp_ack(amqp_connection_state_t, uint64_t, int,
 int	 jobq_amqp_nack(amqp_connection_state_t, uint64_t, int,
 	    struct jobq_err *);
 int	 jobq_amqp_pending(amqp_connection_state_t);
+int	 jobq_amqp_depth(amqp_connection_state_t, const char *, long *,
+	    long *, struct jobq_err *);
+
+/* http.c: HTTP requests */
+const char *jobq_http_head_end(const char *, size_t);
+int	 jobq_http_parse_head(const char *, size_t, int,
+	    struct jobq_http_req *, struct jobq_err *);
+int	 jobq_http_dechunk(const char *, size_t, size_t, char *, size_t *,
+	    size_t *, struct jobq_err *);
+int	 jobq_secret_equal(const char *, const char *);
 
 /* db.c: the database */
 PGconn	*jobq_db_open(const char *, struct jobq_err *);
 int	 jobq_db_fetch(PGconn *, char (*)[JOBQ_UUID_LEN + 1], size_t,
 	    json_object **, struct jobq_err *);
 int	 jobq_db_store(PGconn *, const char *, long *, struct jobq_err *);
+int	 jobq_db_stats(PGconn *, int, struct jobq_stats *, struct jobq_err *);
 
 #endif

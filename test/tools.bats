@@ -3,7 +3,16 @@
 
 load helpers
 
-TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result"
+TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result jobq-httpd"
+
+# The manual page of a tool.
+page() {
+	if [ "$1" = jobq-httpd ]; then
+		echo "$ROOT/man/$1.8"
+	else
+		echo "$ROOT/man/$1.1"
+	fi
+}
 
 @test "tools: -h prints the usage on stdout and exits 0" {
 	for t in $TOOLS; do
@@ -37,7 +46,7 @@ TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result"
 		run "$t" -h
 		usage=$(printf '%s\n' "$output" | tr -s ' \t\n' ' ' |
 		    sed 's/^usage: //; s/ $//')
-		synopsis=$(mandoc -Tascii -O width=300 "$ROOT/man/$t.1" |
+		synopsis=$(mandoc -Tascii -O width=300 "$(page "$t")" |
 		    col -b | awk '/^SYNOPSIS/ { on = 1; next }
 		    /^[A-Z]/ { on = 0 } on' | tr -s ' \t\n' ' ' |
 		    sed 's/^ //; s/ $//')
@@ -49,7 +58,7 @@ TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result"
 	command -v mandoc >/dev/null || skip "mandoc is not installed"
 	# From the folder of the pages, so that their references resolve.
 	cd "$ROOT/man"
-	run mandoc -Tlint -Wstyle jobq.7 jobq-*.1
+	run mandoc -Tlint -Wstyle jobq.7 jobq-*.1 jobq-httpd.8
 	assert_success
 	assert_output ''
 }
@@ -60,8 +69,11 @@ TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result"
 	d=$JOBS/dest/opt/jq
 	for t in $TOOLS; do
 		[ -x "$d/bin/$t" ]
+	done
+	for t in jobq-migrate jobq-submit jobq-work jobq-store jobq-result; do
 		[ -f "$d/share/man/man1/$t.1" ]
 	done
+	[ -f "$d/share/man/man8/jobq-httpd.8" ]
 	[ -f "$d/share/man/man7/jobq.7" ]
 	[ -f "$d/share/jobq/sql/001_jobs.sql" ]
 	for h in echo fail sha256 sleep; do
