@@ -1009,6 +1009,97 @@ test_q(void)
 	    "q: a long value is cut within the buffer, still quoted");
 }
 
+/* Parse a head given as a C string; the status, or 0. */
+static int
+head_status(const char *head, struct jobq_http_req *req)
+{
+	struct jobq_err	 err;
+
+	if (jobq_http_parse_head(head, strlen(head), 10, req, &err) == -1)
+		return err.code;
+	return 0;
+}
+
+static void
+test_http_head(void)
+{
+	struct jobq_http_req	 r;
+	const char		*h;
+
+	h = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nrest";
+	check(jobq_http_head_end(h, strlen(h)) == h + strlen(h) - 4,
+	    "http: the head ends after its empty line");
+	check(jobq_http_head_end(h, 20) == NULL,
+	    "http: no end of head in a part of it");
+	check(head_status(h, &r) == 0 && strcmp(r.method, "GET") == 0 &&
+	    strcmp(r.target, "/a") == 0 && r.minor == 1 && r.keep_alive &&
+	    r.content_length == -1 && !r.chunked,
+	    "http: a plain GET");
+	check(head_status("POST /job HTTP/1.0\nContent-Length: 12\n"
+	    "Authorization:  Bearer x \n\n", &r) == 0 && r.minor == 0 &&
+	    !r.keep_alive && r.content_length == 12 &&
+	    strcmp(r.authorization, "Bearer x") == 0,
+	    "http: bare LF, HTTP/1.0, trimmed values");
+	check(head_status("GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+	    &r) == 0 && !r.keep_alive, "http: Connection: close");
+	check(head_status("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked"
+	    "\r\n\r\n", &r) == 0 && r.chunked, "http: chunked");
+	check(head_status("GET / HTTP/1.1\r\nContent-Length: 1\r\n"
+	    "Content-Length: 1\r\n\r\n", &r) == 400,
+	    "http: two Content-Length refused");
+	check(head_status("GET / HTTP/1.1\r\nContent-Length: 1\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n", &r) == 400,
+	    "http: both framings refused");
+	check(head_status("GET / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+	    &r) == 400, "http: signed Content-Length refused");
+	check(head_status("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n"
+	    "\r\n", &r) == 501, "http: other codings are 501");
+	check(head_status("GET / HTTP/1.1\r\nA: 1\r\n b\r\n\r\n",
+	    &r) == 400, "http: folded lines refused");
+	check(head_status("GET / HTTP/1.1\r\nA : 1\r\n\r\n", &r) == 400,
+	    "http: space before the colon refused");
+	check(head_status("GET / HTTP/2.0\r\n\r\n", &r) == 505,
+	    "http: HTTP/2.0 is 505");
+	check(head_status("GET x HTTP/1.1\r\n\r\n", &r) == 400,
+	    "http: a target that is not a path refused");
+	check(head_status("GET / HTTP/1.1\r\n1: a\r\n2: a\r\n3: a\r\n"
+	    "4: a\r\n5: a\r\n6: a\r\n7: a\r\n8: a\r\n9: a\r\n"
+	    "10: a\r\n11: a\r\n\r\n", &r) == 431,
+	    "http: more headers than the limit are 431");
+}
+
+static void
+test_http_chunked(void)
+{
+	struct jobq_err	 err;
+	char		 out[64];
+	size_t		 n, used;
+	const char	*b = "3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n"
+			    "\r\nNEXT";
+
+	check(jobq_http_dechunk(b, strlen(b), sizeof(out), out, &n, &used,
+	    &err) == 1 && n == 5 && memcmp(out, "abcde", 5) == 0 &&
+	    strcmp(b + used, "NEXT") == 0,
+	    "chunked: chunks, an extension and a trailer");
+	check(jobq_http_dechunk(b, 10, sizeof(out), out, &n, &used,
+	    &err) == 0, "chunked: a part asks for more");
+	check(jobq_http_dechunk(b, strlen(b), 4, out, &n, &used,
+	    &err) == -1 && err.code == 413, "chunked: over the limit is 413");
+	check(jobq_http_dechunk("x\r\n", 3, 8, out, &n, &used,
+	    &err) == -1 && err.code == 400, "chunked: a bad size is 400");
+	check(jobq_http_dechunk("123456789\r\n", 11, 8, out, &n, &used,
+	    &err) == -1 && err.code == 400,
+	    "chunked: a size of more than 8 digits is 400");
+	check(jobq_http_dechunk("1\r\nab\r\n", 7, 8, out, &n, &used,
+	    &err) == -1 && err.code == 400,
+	    "chunked: data longer than its size is 400");
+	check(jobq_secret_equal("s3cret", "s3cret") &&
+	    !jobq_secret_equal("s3cret", "s3cre") &&
+	    !jobq_secret_equal("s3cre", "s3cret") &&
+	    !jobq_secret_equal("", "x") && jobq_secret_equal("", ""),
+	    "secret_equal: equal only when equal");
+}
+
 int
 main(void)
 {
@@ -1037,6 +1128,8 @@ main(void)
 	test_now();
 	test_uuid_type();
 	test_q();
+	test_http_head();
+	test_http_chunked();
 	printf("1..%d\n", tests);
 	return failures > 0;
 }
