@@ -49,6 +49,7 @@ struct server {
 	int			 max_headers;
 	int			 idle_s, read_s;
 	int			 cgi;
+	char			 base[256];	/* CGI: where it is mounted */
 	char			 remote[INET6_ADDRSTRLEN + 8];
 	char			*in;		/* bytes read, not yet used */
 	size_t			 in_len, in_cap;
@@ -99,6 +100,7 @@ reason(int status)
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
 	case 415: return "Unsupported Media Type";
+	case 417: return "Expectation Failed";
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
@@ -141,7 +143,7 @@ fail(struct response *res, int status, const char *fmt, ...)
 	res->type = "application/json";
 	res->body = json_body(o);
 	if (status == 400 || status == 408 || status == 413 || status == 431 ||
-	    status == 414 || status == 501 || status == 505)
+	    status == 414 || status == 417 || status == 501 || status == 505)
 		res->close = 1;
 }
 
@@ -167,23 +169,28 @@ write_all(const char *buf, size_t n)
 static size_t
 respond(struct server *s, const struct response *res, int head_only)
 {
-	char	 hdr[1024];
-	size_t	 blen = res->body != NULL ? strlen(res->body) : 0;
-	int	 n;
+	char		 hdr[1024], date[64];
+	size_t		 blen = res->body != NULL ? strlen(res->body) : 0;
+	time_t		 t = time(NULL);
+	struct tm	 tm;
+	int		 n;
 
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	if (s->cgi)
 		n = snprintf(hdr, sizeof(hdr), "Status: %d %s\r\n",
 		    res->status, reason(res->status));
 	else
 		n = snprintf(hdr, sizeof(hdr), "HTTP/1.1 %d %s\r\n",
 		    res->status, reason(res->status));
-	n += snprintf(hdr + n, sizeof(hdr) - n, "Content-Type: %s\r\n"
-	    "Content-Length: %zu\r\n%s%s\r\n", res->type, blen, res->extra,
+	n += snprintf(hdr + n, sizeof(hdr) - n, "Date: %s\r\n"
+	    "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", date,
+	    res->type, blen, res->extra,
 	    res->close && !s->cgi ? "Connection: close\r\n" : "");
 	if (write_all(hdr, (size_t)n) == -1 ||
 	    (!head_only && blen > 0 && write_all(res->body, blen) == -1))
 		exit(0);
-	return blen;
+	return head_only ? 0 : blen;
 }
 
 /*
@@ -294,10 +301,17 @@ read_body(struct server *s, const struct jobq_http_req *req, size_t off,
 		fail(res, 413, "body larger than %zu bytes", max);
 		return -1;
 	}
-	if ((*body = malloc(max + 1)) == NULL) {
+	if ((*body = malloc(req->chunked ? max + 1 :
+	    req->content_length > 0 ? (size_t)req->content_length + 1 :
+	    1)) == NULL) {
 		fail(res, 503, "out of memory");
 		return -1;
 	}
+	/* A client that asked to may send its body only now. */
+	if (req->expect_continue && !s->cgi && s->in_len == off &&
+	    (req->chunked || req->content_length > 0) &&
+	    write_all("HTTP/1.1 100 Continue\r\n\r\n", 25) == -1)
+		exit(0);
 	for (;;) {
 		if (req->chunked) {
 			rc = jobq_http_dechunk(s->in + off, s->in_len - off,
@@ -471,8 +485,8 @@ post_job(struct server *s, const struct jobq_http_req *req,
 	json_object_object_add(o, "id", json_object_new_string(job.id));
 	res->status = 202;
 	res->body = json_body(o);
-	snprintf(res->extra, sizeof(res->extra), "Location: /job/%s\r\n",
-	    job.id);
+	snprintf(res->extra, sizeof(res->extra), "Location: %s/job/%s\r\n",
+	    s->base, job.id);
 out:
 	jobq_job_clear(&job);
 }
@@ -511,10 +525,16 @@ static void
 healthz(struct server *s, struct response *res)
 {
 	struct response	 probe = { 0 };
+	struct jobq_err	 err;
 	json_object	*o = json_object_new_object();
 	PGresult	*r;
+	long		 messages, consumers;
 	int		 broker_ok, db_ok;
 
+	/* A connection kept from an earlier request must still answer. */
+	if (s->amqp != NULL && jobq_amqp_depth(s->amqp, s->cfg.job_queue,
+	    &messages, &consumers, &err) == -1)
+		broker_lost(s, &err);
 	broker_ok = broker(s, &probe) == 0;
 	free(probe.body);
 	probe.body = NULL;
@@ -551,8 +571,9 @@ put_label(FILE *f, const char *v)
 			fputc(*v, f);
 }
 
+/* The depth of a queue into f, its consumers into c. */
 static void
-queue_metrics(FILE *f, struct server *s, const char *queue,
+queue_metrics(FILE *f, FILE *c, struct server *s, const char *queue,
     struct jobq_err *err, int *ok)
 {
 	long	 messages, consumers;
@@ -564,9 +585,10 @@ queue_metrics(FILE *f, struct server *s, const char *queue,
 	}
 	fputs("jobq_queue_messages{queue=\"", f);
 	put_label(f, queue);
-	fprintf(f, "\"} %ld\njobq_queue_consumers{queue=\"", messages);
-	put_label(f, queue);
-	fprintf(f, "\"} %ld\n", consumers);
+	fprintf(f, "\"} %ld\n", messages);
+	fputs("jobq_queue_consumers{queue=\"", c);
+	put_label(c, queue);
+	fprintf(c, "\"} %ld\n", consumers);
 }
 
 static void
@@ -597,9 +619,9 @@ metrics(struct server *s, struct response *res)
 {
 	struct jobq_stats	 st;
 	struct jobq_err		 err;
-	char			*text = NULL;
-	size_t			 len = 0;
-	FILE			*f;
+	char			*text = NULL, *ctext = NULL;
+	size_t			 len = 0, clen = 0;
+	FILE			*f, *c;
 	int			 ok = 1;
 
 	if (broker(s, res) == -1 || database(s, res) == -1)
@@ -610,16 +632,25 @@ metrics(struct server *s, struct response *res)
 		fail(res, 503, "database unavailable");
 		return;
 	}
-	if ((f = open_memstream(&text, &len)) == NULL) {
+	if ((f = open_memstream(&text, &len)) == NULL ||
+	    (c = open_memstream(&ctext, &clen)) == NULL) {
+		if (f != NULL)
+			fclose(f);
+		free(text);
 		fail(res, 503, "out of memory");
 		return;
 	}
 	fprintf(f, "# HELP jobq_queue_messages Messages ready on a queue.\n"
-	    "# TYPE jobq_queue_messages gauge\n"
-	    "# HELP jobq_queue_consumers Consumers of a queue.\n"
+	    "# TYPE jobq_queue_messages gauge\n");
+	fprintf(c, "# HELP jobq_queue_consumers Consumers of a queue.\n"
 	    "# TYPE jobq_queue_consumers gauge\n");
-	queue_metrics(f, s, s->cfg.job_queue, &err, &ok);
-	queue_metrics(f, s, s->cfg.result_queue, &err, &ok);
+	queue_metrics(f, c, s, s->cfg.job_queue, &err, &ok);
+	queue_metrics(f, c, s, s->cfg.result_queue, &err, &ok);
+	if (fclose(c) != 0)
+		ok = 0;
+	else
+		fputs(ctext, f);
+	free(ctext);
 	job_metrics(f, &st);
 	if (fclose(f) != 0 || !ok) {
 		free(text);
@@ -633,12 +664,20 @@ metrics(struct server *s, struct response *res)
 	res->body = text;
 }
 
+/* Whether a path carries data, and so needs the token when one is set. */
+static int
+guarded(const char *target)
+{
+	return strncmp(target, "/job", 4) == 0 ||
+	    strncmp(target, "/metrics", 8) == 0;
+}
+
 static int
 authorized(const struct server *s, const struct jobq_http_req *req)
 {
 	const char	*given = req->authorization;
 
-	if (s->token == NULL)
+	if (s->token == NULL || !guarded(req->target))
 		return 1;
 	if (strncasecmp(given, "Bearer ", 7) != 0)
 		return 0;
@@ -725,7 +764,14 @@ serve_one(struct server *s)
 	if (head > 0 && jobq_http_parse_head(s->in, (size_t)head,
 	    s->max_headers, &req, &err) == -1)
 		fail(&res, err.code, "%s", err.msg);
-	else if (head > 0 && read_body(s, &req, (size_t)head, &body, &len,
+	else if (head > 0 && !authorized(s, &req)) {
+		/* Refused before its body is read, which then ends it. */
+		strcpy(res.extra, "WWW-Authenticate: Bearer\r\n");
+		fail(&res, 401, "a valid bearer token is needed");
+		if (req.chunked || req.content_length > 0)
+			res.close = 1;
+		used = (size_t)head;
+	} else if (head > 0 && read_body(s, &req, (size_t)head, &body, &len,
 	    &used, &res) == 0)
 		route(s, &req, body, len, &res);
 	if (!req.keep_alive)
@@ -940,7 +986,9 @@ main(int argc, char *argv[])
 		return err.code;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	s.cgi = getenv("GATEWAY_INTERFACE") != NULL;
+	s.cgi = (tok = getenv("GATEWAY_INTERFACE")) != NULL && *tok != '\0';
+	if (s.cgi && (tok = getenv("SCRIPT_NAME")) != NULL)
+		snprintf(s.base, sizeof(s.base), "%s", tok);
 	find_remote(&s);
 	if (s.cgi)
 		serve_cgi(&s);

@@ -69,7 +69,9 @@ request_line(const char *s, size_t n, struct jobq_http_req *req,
 			return jobq_errf(err, 400, "malformed method");
 	memcpy(req->method, s, (size_t)(sp1 - s));
 	req->method[sp1 - s] = '\0';
-	if (sp2 == sp1 + 1 || (size_t)(sp2 - sp1 - 1) >= sizeof(req->target))
+	if (sp2 == sp1 + 1)
+		return jobq_errf(err, 400, "malformed request target");
+	if ((size_t)(sp2 - sp1 - 1) >= sizeof(req->target))
 		return jobq_errf(err, 414, "request target too long");
 	memcpy(req->target, sp1 + 1, (size_t)(sp2 - sp1 - 1));
 	req->target[sp2 - sp1 - 1] = '\0';
@@ -96,6 +98,27 @@ static int
 token_is(const char *v, size_t n, const char *word)
 {
 	return strlen(word) == n && strncasecmp(v, word, n) == 0;
+}
+
+/* Whether a comma-separated list of tokens holds word. */
+static int
+list_has(const char *v, size_t n, const char *word)
+{
+	const char	*end = v + n, *comma;
+	size_t		 len;
+
+	while (v < end) {
+		while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+			v++;
+		comma = memchr(v, ',', (size_t)(end - v));
+		len = (size_t)((comma != NULL ? comma : end) - v);
+		while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+			len--;
+		if (len > 0 && token_is(v, len, word))
+			return 1;
+		v += len;
+	}
+	return 0;
 }
 
 /* A header's value, trimmed; the framing ones checked and kept. */
@@ -125,10 +148,13 @@ header(const char *name, size_t nlen, const char *v, size_t vlen,
 			    "chunked, is supported");
 		req->chunked = 1;
 	} else if (token_is(name, nlen, "connection")) {
-		if (token_is(v, vlen, "close"))
+		if (list_has(v, vlen, "close"))
 			req->keep_alive = 0;
-		else if (token_is(v, vlen, "keep-alive") && req->minor == 0)
-			req->keep_alive = 0;
+	} else if (token_is(name, nlen, "expect")) {
+		if (!token_is(v, vlen, "100-continue"))
+			return jobq_errf(err, 417, "only Expect: 100-continue "
+			    "is supported");
+		req->expect_continue = 1;
 	} else if (token_is(name, nlen, "authorization")) {
 		if (vlen >= sizeof(req->authorization))
 			return jobq_errf(err, 431, "Authorization too long");

@@ -112,8 +112,9 @@ struct jobq_http_req {
 	int		 keep_alive;
 	int		 headers;
 	int		 chunked;
+	int		 expect_continue;
 	long long	 content_length;	/* -1: none */
-	char		 authorization[512];
+	char		 authorization[1100];
 	char		 content_type[128];
 };
 

@@ -21,8 +21,13 @@ post() {
 
 # nothing_published: the job queue exists and holds nothing.
 nothing_published() {
+	nothing_published_but 0
+}
+
+# nothing_published_but N: the job queue holds N jobs and no more.
+nothing_published_but() {
 	jobq-submit </dev/null
-	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" "$1"
 }
 
 @test "jobq-httpd: POST /job publishes the job and answers 202 with its id" {
@@ -296,6 +301,33 @@ nothing_published() {
 	assert_line --index 0 $'HTTP/1.1 202 Accepted\r'
 }
 
+@test "jobq-httpd: without the token a body is not even read" {
+	export JOBQ_HTTP_TOKEN=s3cret
+	run send 'POST /job HTTP/1.1\r\nContent-Length: 50\r\n\r\n'
+	assert_line --index 0 $'HTTP/1.1 401 Unauthorized\r'
+	assert_output --partial $'Connection: close\r'
+}
+
+@test "jobq-httpd: Expect: 100-continue gets its interim answer" {
+	run jobq-httpd < <(printf 'POST /job HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 15\r\nConnection: close\r\n\r\n'
+	    sleep 0.5; printf '{"type":"echo"}')
+	assert_line --index 0 $'HTTP/1.1 100 Continue\r'
+	assert_output --partial $'HTTP/1.1 202 Accepted\r'
+	run send 'POST /job HTTP/1.1\r\nExpect: something\r\nContent-Length: 0\r\n\r\n'
+	assert_line --index 0 $'HTTP/1.1 417 Expectation Failed\r'
+	nothing_published_but 1
+}
+
+@test "jobq-httpd: close among the Connection options ends the connection" {
+	run send 'GET /healthz HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n'
+	assert_equal "$(printf '%s\n' "$output" | grep -c '^HTTP/1.1 ')" 1
+}
+
+@test "jobq-httpd: answers carry a Date" {
+	run send 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'
+	assert_output --regexp $'Date: [A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9:]{8} GMT\r'
+}
+
 @test "jobq-httpd: -T reads the token from a file" {
 	printf 'fromfile\n' >"$JOBS/token"
 	run jobq-httpd -T "$JOBS/token" < <(printf 'POST /job HTTP/1.1\r\nAuthorization: Bearer fromfile\r\nContent-Length: 15\r\n\r\n{"type":"echo"}')
@@ -306,10 +338,11 @@ nothing_published() {
 }
 
 @test "jobq-httpd: one access-log line per request" {
-	run send 'GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\nConnection: close\r\n\r\n'
+	run send 'HEAD /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\nConnection: close\r\n\r\n'
 	run cat "$JOBS/httpd.log"
-	assert_line --index 0 --regexp '^ts=[^ ]+ level=info tool=jobq-httpd msg="request" method=GET path="/healthz" status=200 bytes=32 ms=[0-9]+ remote=-$'
-	assert_line --index 1 --partial 'method=GET path="/nope" status=404'
+	assert_line --index 0 --partial 'method=HEAD path="/healthz" status=200 bytes=0 '
+	assert_line --index 1 --regexp '^ts=[^ ]+ level=info tool=jobq-httpd msg="request" method=GET path="/healthz" status=200 bytes=32 ms=[0-9]+ remote=-$'
+	assert_line --index 2 --partial 'method=GET path="/nope" status=404'
 }
 
 @test "jobq-httpd: -L sends the log to a file" {
@@ -326,6 +359,9 @@ nothing_published() {
 	assert_line --index 0 $'Status: 202 Accepted\r'
 	assert_output --regexp '\{"id":"[0-9a-f-]{36}"\}$'
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 1
+	export SCRIPT_NAME=/cgi-bin/jobq
+	run --separate-stderr jobq-httpd < <(printf '{"type":"echo"}')
+	assert_output --regexp $'Location: /cgi-bin/jobq/job/[0-9a-f-]{36}\r'
 	export REQUEST_METHOD=GET PATH_INFO=/job/nope CONTENT_LENGTH=
 	run jobq-httpd </dev/null
 	assert_line --index 0 $'Status: 400 Bad Request\r'
