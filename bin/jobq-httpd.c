@@ -975,7 +975,8 @@ main(int argc, char *argv[])
 	if ((tok = getenv("JOBQ_HTTP_TOKEN")) != NULL && *tok != '\0')
 		s.token = strdup(tok);
 	options(&s, argc, argv, &log);
-	if (jobq_config_check(&s.cfg, &err) == -1) {
+	if (jobq_config_check(&s.cfg, &err) == -1 ||
+	    jobq_amqp_url_check(s.cfg.amqp_url, &err) == -1) {
 		fprintf(stderr, "%s: %s\n", progname, err.msg);
 		return err.code;
 	}

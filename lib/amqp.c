@@ -60,6 +60,31 @@ reply_err(amqp_rpc_reply_t r, const char *what, struct jobq_err *err)
 }
 
 /*
+ * Check that url is an amqp:// URL this library can use, without
+ * connecting, so that a tool can refuse a bad one at start.
+ */
+int
+jobq_amqp_url_check(const char *url, struct jobq_err *err)
+{
+	struct amqp_connection_info	 ci;
+	char				*copy, masked[512];
+	int				 rc = 0;
+
+	jobq_mask_secret(url, masked, sizeof(masked));
+	if ((copy = strdup(url)) == NULL)
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	amqp_default_connection_info(&ci);
+	if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK)
+		rc = jobq_errf(err, EX_USAGE, "%s: not an amqp:// URL",
+		    masked);
+	else if (ci.ssl)
+		rc = jobq_errf(err, EX_USAGE, "%s: amqps:// is not supported",
+		    masked);
+	free(copy);
+	return rc;
+}
+
+/*
  * Connect to the broker at url, log in and open channel 1.  name shows
  * in the broker's list of connections.  NULL on failure.
  */

@@ -186,6 +186,7 @@ void	 jobq_result_clear(struct jobq_result *);
 int	 jobq_status_final(const char *);
 
 /* amqp.c: the broker */
+int	 jobq_amqp_url_check(const char *, struct jobq_err *);
 amqp_connection_state_t jobq_amqp_open(const char *, const char *,
 	    struct jobq_err *);
 void	 jobq_amqp_close(amqp_connection_state_t);

@@ -408,6 +408,10 @@ nothing_published_but() {
 	assert_failure 64
 	run jobq-httpd extra
 	assert_failure 64
+	run jobq-httpd -u http://u:pw@localhost/ </dev/null
+	assert_failure 64
+	assert_output 'jobq-httpd: http://u:****@localhost/: not an amqp:// URL'
+
 	run jobq-httpd -V
 	assert_success
 	assert_output 'jobq-httpd 0.1.0'
