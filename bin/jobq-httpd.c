@@ -308,7 +308,8 @@ read_body(struct server *s, const struct jobq_http_req *req, size_t off,
 		return -1;
 	}
 	/* A client that asked to may send its body only now. */
-	if (req->expect_continue && !s->cgi && s->in_len == off &&
+	if (req->expect_continue && req->minor == 1 && !s->cgi &&
+	    s->in_len == off &&
 	    (req->chunked || req->content_length > 0) &&
 	    write_all("HTTP/1.1 100 Continue\r\n\r\n", 25) == -1)
 		exit(0);
@@ -668,8 +669,11 @@ metrics(struct server *s, struct response *res)
 static int
 guarded(const char *target)
 {
-	return strncmp(target, "/job", 4) == 0 ||
-	    strncmp(target, "/metrics", 8) == 0;
+	size_t	 n = strcspn(target, "?");
+
+	return (n == 4 && strncmp(target, "/job", 4) == 0) ||
+	    strncmp(target, "/job/", 5) == 0 ||
+	    (n == 8 && strncmp(target, "/metrics", 8) == 0);
 }
 
 static int

@@ -308,6 +308,14 @@ nothing_published_but() {
 	assert_output --partial $'Connection: close\r'
 }
 
+@test "jobq-httpd: the token guards /job and /metrics, not their look-alikes" {
+	export JOBQ_HTTP_TOKEN=s3cret
+	run send 'GET /jobs HTTP/1.1\r\nConnection: close\r\n\r\n'
+	assert_line --index 0 $'HTTP/1.1 404 Not Found\r'
+	run send 'GET /metrics?x=1 HTTP/1.1\r\nConnection: close\r\n\r\n'
+	assert_line --index 0 $'HTTP/1.1 401 Unauthorized\r'
+}
+
 @test "jobq-httpd: Expect: 100-continue gets its interim answer" {
 	run jobq-httpd < <(printf 'POST /job HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 15\r\nConnection: close\r\n\r\n'
 	    sleep 0.5; printf '{"type":"echo"}')
