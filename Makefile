@@ -4,7 +4,8 @@ PREFIX ?=	/usr/local
 BINDIR ?=	$(PREFIX)/bin
 MANDIR ?=	$(PREFIX)/share/man
 SQLDIR ?=	$(PREFIX)/share/jobq/sql
-HANDLERDIR ?=	$(PREFIX)/libexec/jobq/handlers
+LIBEXECDIR ?=	$(PREFIX)/libexec/jobq
+HANDLERDIR ?=	$(LIBEXECDIR)/handlers
 
 PKGS =		librabbitmq libpq json-c uuid
 PKG_CFLAGS !=	pkg-config --cflags $(PKGS) 2>/dev/null
@@ -52,6 +53,9 @@ test/unit test/qtool: $(LIB) lib/jobq.h
 test/unit: test/unit.c
 test/qtool: test/qtool.c
 
+demo:
+	scripts/demo
+
 check: all test/unit test/qtool
 	scripts/deps
 	test/unit
@@ -70,9 +74,12 @@ install: all
 	install -m 644 man/jobq-httpd.8 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 sql/*.sql $(DESTDIR)$(SQLDIR)
 	install -m 755 $(HANDLERS) $(DESTDIR)$(HANDLERDIR)
+	install -m 755 scripts/jobq-stack $(DESTDIR)$(BINDIR)
+	install -m 755 scripts/httpd-tcp $(DESTDIR)$(LIBEXECDIR)
 
 uninstall:
-	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) \
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(DESTDIR)$(BINDIR)/jobq-stack \
+	    $(DESTDIR)$(LIBEXECDIR)/httpd-tcp \
 	    $(MANS1:man/%=$(DESTDIR)$(MANDIR)/man1/%) \
 	    $(DESTDIR)$(MANDIR)/man7/jobq.7 \
 	    $(DESTDIR)$(MANDIR)/man8/jobq-httpd.8 \
@@ -84,4 +91,4 @@ uninstall:
 clean:
 	rm -f $(BINS) $(LIBOBJS) $(LIB) lib/paths.h test/unit test/qtool
 
-.PHONY: all check lint install uninstall clean FORCE
+.PHONY: all check demo lint install uninstall clean FORCE

@@ -437,12 +437,23 @@ out:
 }
 
 static int
+type_is(const char *ct, const char *type)
+{
+	size_t	 n = strlen(type);
+
+	return strncasecmp(ct, type, n) == 0 &&
+	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/*
+ * Whether a body of this Content-Type may be read as a job document:
+ * none, JSON, or the form type that "curl -d" sends by default.
+ */
+static int
 is_json_type(const char *ct)
 {
-	size_t	 n = strlen("application/json");
-
-	return ct[0] == '\0' || (strncasecmp(ct, "application/json", n) == 0 &&
-	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' '));
+	return ct[0] == '\0' || type_is(ct, "application/json") ||
+	    type_is(ct, "application/x-www-form-urlencoded");
 }
 
 /* POST /job: check the document, publish it, and wait for the confirm. */
@@ -457,7 +468,8 @@ post_job(struct server *s, const struct jobq_http_req *req,
 	int		 rc;
 
 	if (!is_json_type(req->content_type)) {
-		fail(res, 415, "a job must be sent as application/json");
+		fail(res, 415, "a job must be sent as application/json, not "
+		    "%.64s", req->content_type);
 		return;
 	}
 	if (jobq_json_parse(body, len, s->cfg.max_size, &doc, &err) == -1) {

@@ -22,6 +22,12 @@ setup() {
 }
 
 teardown() {
+	stop_started
+	dropdb --if-exists --force "$PGDATABASE" 2>/dev/null || true
+}
+
+# stop_started: stop what the test started with start, by pid.
+stop_started() {
 	local f
 	for f in "$BATS_TEST_TMPDIR"/*.pid; do
 		[ -e "$f" ] || continue
@@ -31,7 +37,6 @@ teardown() {
 		[ -e "$f" ] || continue
 		wait_gone "$(cat "$f")" || kill -KILL "$(cat "$f")" 2>/dev/null || true
 	done
-	dropdb --if-exists --force "$PGDATABASE" 2>/dev/null || true
 }
 
 # migrate: bring this test's database up to date.

@@ -200,6 +200,7 @@ nothing_published_but() {
 @test "jobq-httpd: a body that is not JSON by its type is 415" {
 	run send 'POST /job HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{"type":"echo"}'
 	assert_line --index 0 $'HTTP/1.1 415 Unsupported Media Type\r'
+	assert_output --partial '"error":"a job must be sent as application/json, not text/plain"'
 	nothing_published
 }
 
@@ -384,7 +385,7 @@ nothing_published_but() {
 	start tcp "$ROOT/scripts/httpd-tcp" "$port"
 	eventually curl -sf "http://127.0.0.1:$port/healthz"
 	printf '%s' "$JOB" >"$JOBS/job.json"
-	run curl -sf -H 'Content-Type: application/json' -d @"$JOBS/job.json" \
+	run curl -sf -d @"$JOBS/job.json" \
 	    "http://127.0.0.1:$port/job"
 	assert_success
 	id=$(printf '%s\n' "$output" | sed -n 's/.*{"id":"\([^"]*\)"}.*/\1/p')
