@@ -131,10 +131,12 @@ stack() {
 		run kill -0 "$pid"
 		assert_failure
 	done
+	pgdir=$(sed -n 's/^PG_DIR=//p' "$st/stack.env")
 	run pgrep -f "$st"
 	assert_failure
+	run pgrep -f "$pgdir"
+	assert_failure
 	[ -f "$st/stack.env" ]
-	pgdir=$(sed -n 's/^PG_DIR=//p' "$st/stack.env")
 	[ -d "$pgdir/data" ]
 	run "$ROOT/scripts/jobq-stack" -s "$st" down -P
 	assert_success
