@@ -25,7 +25,7 @@ BINS =		$(TOOLS:%=bin/%)
 LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/http.o lib/job.o lib/json.o
 LIB =		lib/libjobq.a
 MANS1 =		man/jobq-migrate.1 man/jobq-submit.1 man/jobq-work.1 \
-		man/jobq-store.1 man/jobq-result.1
+		man/jobq-store.1 man/jobq-result.1 man/jobq-stack.1
 MANS =		man/jobq.7 man/jobq-httpd.8 $(MANS1)
 HANDLERS =	handlers/echo handlers/fail handlers/sha256 handlers/sleep
 
