@@ -52,6 +52,8 @@ stack() {
 }
 
 @test "jobq-stack: env lets the tools of another shell reach the stack" {
+	export JOBQ_DATABASE_URL=postgresql://nobody@127.0.0.1:1/x
+	export JOBQ_JOB_QUEUE=elsewhere
 	eval "$(stack env)"
 	id=$(echo '{"type":"echo","payload":"via env"}' | jobq-submit)
 	run jobq-result -t 30 "$id"
@@ -145,10 +147,18 @@ stack() {
 	[ ! -e "$pgdir" ]
 }
 
-@test "jobq-stack: usage errors exit 64" {
+@test "jobq-stack: usage errors exit 64, -h and -V exit 0" {
 	run "$ROOT/scripts/jobq-stack"
 	assert_failure 64
 	assert_output --partial 'usage: jobq-stack'
+	run --separate-stderr "$ROOT/scripts/jobq-stack" -h
+	assert_success
+	assert_line --index 0 --partial 'usage: jobq-stack [-s state] up'
+	run "$ROOT/scripts/jobq-stack" -V
+	assert_output 'jobq-stack 0.1.0'
+	run "$ROOT/scripts/jobq-stack" -s "$BATS_TEST_TMPDIR/x" up -D /tmp -- cat
+	assert_failure 64
+	assert_output --partial 'give either -D dir or a command'
 	run "$ROOT/scripts/jobq-stack" -s "$BATS_TEST_TMPDIR/x" up -j 0
 	assert_failure 64
 	run "$ROOT/scripts/jobq-stack" -s "$BATS_TEST_TMPDIR/x" up -p 99999
