@@ -134,8 +134,12 @@ stack() {
 		assert_failure
 	done
 	pgdir=$(sed -n 's/^PG_DIR=//p' "$st/stack.env")
+	amqp=$(sed -n 's/^AMQP_PORT=//p' "$st/stack.env")
 	run pgrep -f "$st"
 	assert_failure
+	# Every component had the stack's broker in its environment.
+	run grep -l "127.0.0.1:$amqp/" /proc/[0-9]*/environ
+	assert_output 
 	run pgrep -f "$pgdir"
 	assert_failure
 	[ -f "$st/stack.env" ]

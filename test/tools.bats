@@ -3,6 +3,15 @@
 
 load helpers
 
+# A stack that a test left up goes down with it.
+teardown() {
+	if [ -d "$JOBS/st" ]; then
+		"$ROOT/scripts/jobq-stack" -s "$JOBS/st" down -P 2>/dev/null || true
+	fi
+	stop_started
+	dropdb --if-exists --force "$PGDATABASE" 2>/dev/null || true
+}
+
 TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result jobq-httpd"
 
 # The manual page of a tool.
@@ -93,4 +102,20 @@ page() {
 	run "$JOBS/dest/opt/jq/bin/jobq-migrate" -l
 	assert_failure 66
 	assert_output --partial '/opt/jq/share/jobq/sql'
+}
+
+@test "tools: an installed jobq-stack runs the installed parts" {
+	make -s -C "$ROOT" install DESTDIR="$JOBS/dest" PREFIX=/opt/jq
+	d=$JOBS/dest/opt/jq
+	run env -u JOBQ_SQL_DIR -u JOBQ_EXCHANGE -u JOBQ_JOB_QUEUE \
+	    -u JOBQ_RESULT_QUEUE PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+	    "$d/bin/jobq-stack" -s "$JOBS/st" up -j 1
+	assert_success
+	assert_output --partial 'all services running'
+	run "$d/bin/jobq-stack" -s "$JOBS/st" status
+	assert_success
+	run tr '\0' ' ' <"/proc/$(cat "$JOBS/st/pids/work.pid")/cmdline"
+	assert_output "jobq-work -j 1 -D $d/bin/../libexec/jobq/handlers "
+	run "$d/bin/jobq-stack" -s "$JOBS/st" down -P
+	assert_success
 }
