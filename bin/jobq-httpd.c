@@ -77,15 +77,6 @@ bad_option(const struct jobq_err *err)
 	usage(EX_USAGE);
 }
 
-static long
-now_ms(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
-
 static const char *
 reason(int status)
 {
@@ -212,7 +203,7 @@ fill(struct server *s, long deadline)
 		s->in_cap += 65536;
 	}
 	for (;;) {
-		if ((wait = deadline - now_ms()) <= 0)
+		if ((wait = deadline - jobq_now_ms()) <= 0)
 			return -1;
 		if (poll(&pfd, 1, (int)wait) == -1 && errno != EINTR)
 			return 0;
@@ -245,10 +236,10 @@ static long
 read_head(struct server *s, struct response *res)
 {
 	const char	*end;
-	long		 idle_end = now_ms() + s->idle_s * 1000L;
+	long		 idle_end = jobq_now_ms() + s->idle_s * 1000L;
 	int		 rc;
 
-	s->req_start = s->in_len > 0 ? now_ms() : 0;
+	s->req_start = s->in_len > 0 ? jobq_now_ms() : 0;
 	while ((end = jobq_http_head_end(s->in, s->in_len)) == NULL) {
 		if (s->in_len >= s->max_head) {
 			fail(res, 431, "request head larger than %zu bytes",
@@ -258,7 +249,7 @@ read_head(struct server *s, struct response *res)
 		rc = fill(s, s->req_start == 0 ? idle_end :
 		    s->req_start + s->read_s * 1000L);
 		if (rc == 1 && s->req_start == 0)
-			s->req_start = now_ms();
+			s->req_start = jobq_now_ms();
 		if (rc == 0 && s->in_len == 0)
 			return 0;
 		if (rc == 0) {
@@ -404,12 +395,12 @@ confirm(struct server *s, uint64_t seq, struct response *res)
 {
 	struct jobq_event	 ev = { 0 };
 	struct jobq_err		 err;
-	long			 deadline = now_ms() + CONFIRM_WAIT;
+	long			 deadline = jobq_now_ms() + CONFIRM_WAIT;
 	int			 returned = 0, rc = -1;
 
 	for (;;) {
-		if (jobq_amqp_next(s->amqp, (int)(deadline - now_ms()), &ev,
-		    &err) == -1) {
+		if (jobq_amqp_next(s->amqp, (int)(deadline - jobq_now_ms()),
+		    &ev, &err) == -1) {
 			broker_lost(s, &err);
 			fail(res, 503, "broker unavailable");
 			return -1;
@@ -419,7 +410,7 @@ confirm(struct server *s, uint64_t seq, struct response *res)
 		else if ((ev.kind == JOBQ_EV_ACK || ev.kind == JOBQ_EV_NACK) &&
 		    (ev.tag == seq || (ev.multiple && ev.tag > seq)))
 			break;
-		else if (ev.kind == JOBQ_EV_NONE && now_ms() >= deadline) {
+		else if (ev.kind == JOBQ_EV_NONE && jobq_now_ms() >= deadline) {
 			fail(res, 503, "broker did not confirm the job");
 			goto out;
 		}
@@ -760,7 +751,8 @@ access_log(const struct server *s, const struct jobq_http_req *req,
 	jobq_log(JOBQ_INFO, "request", "method=%s path=%s status=%d bytes=%zu "
 	    "ms=%ld remote=%s", req->method[0] != '\0' ? req->method : "-",
 	    jobq_q(req->target[0] != '\0' ? req->target : "-"), status,
-	    bytes, now_ms() - start, s->remote[0] != '\0' ? s->remote : "-");
+	    bytes, jobq_now_ms() - start,
+	    s->remote[0] != '\0' ? s->remote : "-");
 }
 
 /* Serve one request of a connection; 0 when the connection must end. */
@@ -816,7 +808,7 @@ serve_cgi(struct server *s)
 
 	memset(&req, 0, sizeof(req));
 	req.content_length = -1;
-	s->req_start = now_ms();
+	s->req_start = jobq_now_ms();
 	snprintf(req.method, sizeof(req.method), "%s",
 	    (v = getenv("REQUEST_METHOD")) != NULL ? v : "GET");
 	snprintf(req.target, sizeof(req.target), "%s",

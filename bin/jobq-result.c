@@ -77,15 +77,6 @@ refresh(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
 	return left;
 }
 
-static long
-now_ms(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
-
 /* Read what the server sent; the number of notifications in it. */
 static int
 notified(PGconn *db)
@@ -108,7 +99,7 @@ notified(PGconn *db)
 
 /*
  * Wait for notifications until every job is final or the deadline
- * (0: none; else in now_ms() terms) passes.
+ * (0: none; else in jobq_now_ms() terms) passes.
  */
 static void
 wait_rows(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
@@ -135,7 +126,7 @@ wait_rows(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
 		if (notified(db) > 0)
 			continue;
 		timeout = -1;
-		if (deadline != 0 && (timeout = deadline - now_ms()) <= 0)
+		if (deadline != 0 && (timeout = deadline - jobq_now_ms()) <= 0)
 			return;
 		pfd.fd = PQsocket(db);
 		pfd.events = POLLIN;
@@ -245,7 +236,7 @@ main(int argc, char *argv[])
 		die(&err);
 	if (wait)
 		wait_rows(db, ids, rows, n, timeout > 0 ?
-		    now_ms() + timeout * 1000 : 0);
+		    jobq_now_ms() + timeout * 1000 : 0);
 	else if (jobq_db_fetch(db, ids, n, rows, &err) == -1)
 		die(&err);
 	rc = print_rows(ids, rows, n);

@@ -60,6 +60,30 @@ reply_err(amqp_rpc_reply_t r, const char *what, struct jobq_err *err)
 }
 
 /*
+ * Parse url into ci, whose strings point into *copy (free() it, also
+ * on failure); refuse what this library cannot use.  masked is the URL
+ * without its password, for messages.
+ */
+static int
+parse_url(const char *url, const char *masked, char **copy,
+    struct amqp_connection_info *ci, struct jobq_err *err)
+{
+	if ((*copy = strdup(url)) == NULL)
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	amqp_default_connection_info(ci);
+	if (amqp_parse_url(*copy, ci) != AMQP_STATUS_OK)
+		return jobq_errf(err, EX_USAGE, "%s: not an amqp:// URL",
+		    masked);
+	if (ci->ssl)
+		return jobq_errf(err, EX_USAGE, "%s: amqps:// is not supported",
+		    masked);
+	/* "amqp://host/" names the vhost "", which no broker has. */
+	if (*ci->vhost == '\0')
+		ci->vhost = "/";
+	return 0;
+}
+
+/*
  * Check that url is an amqp:// URL this library can use, without
  * connecting, so that a tool can refuse a bad one at start.
  */
@@ -68,18 +92,10 @@ jobq_amqp_url_check(const char *url, struct jobq_err *err)
 {
 	struct amqp_connection_info	 ci;
 	char				*copy, masked[512];
-	int				 rc = 0;
+	int				 rc;
 
 	jobq_mask_secret(url, masked, sizeof(masked));
-	if ((copy = strdup(url)) == NULL)
-		return jobq_errf(err, EX_OSERR, "out of memory");
-	amqp_default_connection_info(&ci);
-	if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK)
-		rc = jobq_errf(err, EX_USAGE, "%s: not an amqp:// URL",
-		    masked);
-	else if (ci.ssl)
-		rc = jobq_errf(err, EX_USAGE, "%s: amqps:// is not supported",
-		    masked);
+	rc = parse_url(url, masked, &copy, &ci, err);
 	free(copy);
 	return rc;
 }
@@ -101,23 +117,8 @@ jobq_amqp_open(const char *url, const char *name, struct jobq_err *err)
 	int				 rc, fd;
 
 	jobq_mask_secret(url, masked, sizeof(masked));
-	if ((copy = strdup(url)) == NULL) {
-		jobq_errf(err, EX_OSERR, "out of memory");
-		return NULL;
-	}
-	amqp_default_connection_info(&ci);
-	if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
-		jobq_errf(err, EX_USAGE, "%s: not an amqp:// URL", masked);
+	if (parse_url(url, masked, &copy, &ci, err) == -1)
 		goto fail;
-	}
-	/* "amqp://host/" names the vhost "", which no broker has. */
-	if (*ci.vhost == '\0')
-		ci.vhost = "/";
-	if (ci.ssl) {
-		jobq_errf(err, EX_USAGE, "%s: amqps:// is not supported",
-		    masked);
-		goto fail;
-	}
 	if ((conn = amqp_new_connection()) == NULL ||
 	    (sock = amqp_tcp_socket_new(conn)) == NULL) {
 		jobq_errf(err, EX_OSERR, "out of memory");

@@ -171,6 +171,16 @@ jobq_parse_long(const char *s, long min, long max, long *out)
 	return 0;
 }
 
+/* Milliseconds on the monotonic clock, for deadlines and durations. */
+long
+jobq_now_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
 /* The current time as RFC 3339 in UTC with microseconds. */
 void
 jobq_now(char buf[JOBQ_TIME_LEN + 1])

@@ -144,8 +144,8 @@ header(const char *name, size_t nlen, const char *v, size_t vlen,
 		}
 	} else if (token_is(name, nlen, "transfer-encoding")) {
 		if (req->chunked || !token_is(v, vlen, "chunked"))
-			return jobq_errf(err, 501, "only one Transfer-Encoding, "
-			    "chunked, is supported");
+			return jobq_errf(err, 501, "only one "
+			    "Transfer-Encoding, chunked, is supported");
 		req->chunked = 1;
 	} else if (token_is(name, nlen, "connection")) {
 		if (list_has(v, vlen, "close"))

@@ -144,6 +144,7 @@ void	 jobq_log(enum jobq_level, const char *, const char *, ...)
 const char *jobq_q(const char *);
 int	 jobq_parse_long(const char *, long, long, long *);
 void	 jobq_now(char [JOBQ_TIME_LEN + 1]);
+long	 jobq_now_ms(void);
 int	 jobq_time_valid(const char *);
 int	 jobq_mask_secret(const char *, char *, size_t);
 void	 jobq_config_init(struct jobq_config *);

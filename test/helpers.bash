@@ -65,8 +65,8 @@ stop() {
 
 # wait_gone PID: wait up to 10 s for a process to end.
 wait_gone() {
-	local i
-	for i in $(seq 100); do
+	local _
+	for _ in $(seq 100); do
 		kill -0 "$1" 2>/dev/null || return 0
 		sleep 0.1
 	done
@@ -75,8 +75,8 @@ wait_gone() {
 
 # eventually COMMAND...: retry a command every 0.1 s for up to 20 s.
 eventually() {
-	local i
-	for i in $(seq 200); do
+	local _
+	for _ in $(seq 200); do
 		"$@" && return 0
 		sleep 0.1
 	done

@@ -130,6 +130,12 @@ nothing_published_but() {
 	assert_line 'jobq_job_latency_seconds_bucket{le="+Inf"} 2'
 	assert_line 'jobq_job_latency_seconds_count 2'
 	assert_line '# TYPE jobq_job_latency_seconds histogram'
+	# The samples of one metric stand together.
+	last_messages=$(printf '%s\n' "$output" | grep -n '^jobq_queue_messages' |
+	    tail -n 1 | cut -d: -f1)
+	first_consumers=$(printf '%s\n' "$output" |
+	    grep -n '^jobq_queue_consumers' | head -n 1 | cut -d: -f1)
+	[ "$last_messages" -lt "$first_consumers" ]
 }
 
 @test "jobq-httpd: GET /metrics needs the token and is 503 without a broker" {

@@ -11,7 +11,14 @@ setup() {
 	JOBS=$BATS_TEST_TMPDIR
 }
 
+# A stack that a test left up, failing, goes down with it.
 teardown() {
+	local env
+	for env in "$BATS_TEST_TMPDIR"/*/stack.env; do
+		[ -f "$env" ] || continue
+		"$ROOT/scripts/jobq-stack" -s "${env%/stack.env}" down -P \
+		    2>/dev/null || true
+	done
 	stop_started
 }
 
@@ -149,6 +156,26 @@ stack() {
 	assert_output "stopped; $st purged"
 	[ ! -e "$st" ]
 	[ ! -e "$pgdir" ]
+}
+
+@test "jobq-stack: a later up keeps the data and may move the HTTP port" {
+	st=$BATS_TEST_TMPDIR/again
+	"$ROOT/scripts/jobq-stack" -s "$st" up -j 1 2>/dev/null
+	id=$(eval "$("$ROOT/scripts/jobq-stack" -s "$st" env)" &&
+	    echo '{"type":"echo","payload":"kept"}' | jobq-submit)
+	(eval "$("$ROOT/scripts/jobq-stack" -s "$st" env)" &&
+	    jobq-result -t 30 "$id" >/dev/null)
+	"$ROOT/scripts/jobq-stack" -s "$st" down 2>/dev/null
+	port=$(dead_port)
+	run "$ROOT/scripts/jobq-stack" -s "$st" up -j 1 -p "$port"
+	assert_success
+	assert_output --partial "jobq-httpd on port $port"
+	eval "$("$ROOT/scripts/jobq-stack" -s "$st" env)"
+	assert_equal "$JOBQ_HTTP_URL" "http://127.0.0.1:$port"
+	run curl -s -H "Authorization: Bearer $JOBQ_HTTP_TOKEN" \
+	    "http://127.0.0.1:$port/job/$id"
+	assert_output --partial '"result":"kept"'
+	"$ROOT/scripts/jobq-stack" -s "$st" down -P 2>/dev/null
 }
 
 @test "jobq-stack: usage errors exit 64, -h and -V exit 0" {
