@@ -347,7 +347,7 @@ broker(struct server *s, struct response *res)
 
 	if (s->amqp != NULL)
 		return 0;
-	if ((s->amqp = jobq_amqp_open(s->cfg.amqp_url, progname,
+	if ((s->amqp = jobq_amqp_connect(&s->cfg, progname,
 	    &err)) == NULL || jobq_amqp_declare(s->amqp, &s->cfg,
 	    &err) == -1 || jobq_amqp_confirms(s->amqp, &err) == -1) {
 		jobq_log(JOBQ_ERROR, "broker unavailable", "err=%s",
@@ -984,7 +984,7 @@ main(int argc, char *argv[])
 		s.token = strdup(tok);
 	options(&s, argc, argv, &log);
 	if (jobq_config_check(&s.cfg, &err) == -1 ||
-	    jobq_amqp_url_check(s.cfg.amqp_url, &err) == -1) {
+	    jobq_amqp_urls_check(&s.cfg, &err) == -1) {
 		fprintf(stderr, "%s: %s\n", progname, err.msg);
 		return err.code;
 	}

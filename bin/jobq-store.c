@@ -268,7 +268,7 @@ setup(struct store *s)
 	if ((s->db = jobq_db_open(s->cfg.db_conninfo, &err)) == NULL)
 		die(&err);
 	prefetch = 2 * s->max_batch > 65535 ? 65535 : 2 * s->max_batch;
-	if ((s->conn = jobq_amqp_open(s->cfg.amqp_url, progname,
+	if ((s->conn = jobq_amqp_connect(&s->cfg, progname,
 	    &err)) == NULL || jobq_amqp_declare(s->conn, &s->cfg, &err) == -1 ||
 	    jobq_amqp_consume(s->conn, s->cfg.result_queue, prefetch,
 	    &err) == -1)

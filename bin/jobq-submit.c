@@ -322,7 +322,7 @@ main(int argc, char *argv[])
 		jobq_errf(&err, EX_OSERR, "out of memory");
 		die(&err);
 	}
-	if ((s.conn = jobq_amqp_open(s.cfg.amqp_url, progname, &err)) == NULL ||
+	if ((s.conn = jobq_amqp_connect(&s.cfg, progname, &err)) == NULL ||
 	    jobq_amqp_declare(s.conn, &s.cfg, &err) == -1 ||
 	    jobq_amqp_confirms(s.conn, &err) == -1)
 		die(&err);

@@ -3,10 +3,17 @@
  *
  * One process, one broker connection, one poll(2) loop.  Up to N
  * handlers run at once as child processes, each in a process group of
- * its own, with the payload on stdin.  When a handler ends, its result
- * is published with a confirm, and only when the broker has confirmed
- * the result is the job acknowledged: a crash at any point leaves the
- * job on its queue, to be run again, never lost.
+ * its own, with the payload on stdin.  When a handler ends, what its
+ * outcome calls for is published with confirms: the result, and for a
+ * failure either a copy of the job on a retry queue, whose TTL sends it
+ * back to the job queue later, or a copy on the dead-letter queue.
+ * Only when the broker has confirmed all of it is the job acknowledged:
+ * a crash at any point leaves the job on its queue, never lost.
+ *
+ * A job delivered again after a worker died with it is counted in a
+ * header of a copy put back on the job queue, so that a job that keeps
+ * killing its worker ends on the dead-letter queue.  A lost broker
+ * connection is opened again with a growing pause between tries.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,8 +33,12 @@
 #include "jobq.h"
 
 #define MAX_JOBS	1000
+#define MAX_STEPS	32
 #define ERR_TAIL	2048	/* bytes of a handler's stderr kept */
 #define KILL_GRACE	5	/* seconds from SIGTERM to SIGKILL */
+#define MAX_BACKOFF	30	/* seconds between tries to reconnect */
+#define HEALTH_EVERY	5	/* seconds between touches of -f */
+#define DEFAULT_STEPS	"5,30,120,600"
 
 extern char **environ;
 
@@ -57,9 +68,14 @@ struct run {
 	time_t		 deadline;	/* 0: none */
 	int		 killed;	/* 1: SIGTERM sent, 2: SIGKILL */
 	int		 timed_out;
+	int		 permanent;	/* failed for good, not retried */
+	int		 abandoned;	/* stopped by a shutdown: requeue */
 };
 
-/* A published result that the broker has not confirmed yet. */
+/*
+ * A publish that the broker has not confirmed yet, and the delivery it
+ * settles: a delivery is acked once all its publishes are confirmed.
+ */
 struct unconfirmed {
 	uint64_t	 seq;
 	uint64_t	 tag;
@@ -72,15 +88,28 @@ struct worker {
 	const char		*dir;	/* or the handlers folder */
 	int			 njobs;
 	int			 timeout;
+	int			 max_attempts;
+	int			 max_deliveries;
+	int			 consumer_timeout;
+	int			 grace;
+	int			 jitter;
+	int			 steps[MAX_STEPS];
+	int			 nsteps;
+	char			 retry_queue[MAX_STEPS][300];
+	const char		*health;	/* file kept fresh, or NULL */
+	time_t			 health_at;
 	char			 name[300];
 	struct run		*runs;
 	int			 running;
 	struct waiting		*queue;	/* a ring of prefetch */
 	int			 qhead, qlen, prefetch;
-	struct unconfirmed	*unconf; /* a ring of prefetch */
-	int			 uhead, ulen;
+	struct unconfirmed	*unconf;
+	int			 nunconf, unconf_size;
 	uint64_t		 next_seq;
 	int			 draining;
+	time_t			 stop_at;	/* when a shutdown abandons */
+	int			 broken;	/* the connection failed */
+	struct jobq_err		 lost_err;
 	long			 done;
 };
 
@@ -94,8 +123,10 @@ usage(int status)
 	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
 	FILE	*f = status == 0 ? stdout : stderr;
 
-	fprintf(f, "usage: %s [-hV] [-j jobs] [-q queue] [-r queue] "
-	    "[-S bytes] [-t seconds]\n\t[-u url] [-x exchange] "
+	fprintf(f, "usage: %s [-hJV] [-a attempts] [-B steps] "
+	    "[-C seconds] [-E queue] [-f file]\n\t[-g seconds] [-j jobs] "
+	    "[-q queue] [-R deliveries] [-r queue] [-S bytes]\n\t"
+	    "[-t seconds] [-u url] [-x exchange]\n\t"
 	    "{-D dir | [--] command [arg ...]}\n", progname);
 	exit(status);
 }
@@ -121,6 +152,8 @@ die(const struct jobq_err *err)
 	    i < the_worker->njobs; i++)
 		if (the_worker->runs[i].busy && the_worker->runs[i].pid > 0)
 			kill(-the_worker->runs[i].pid, SIGKILL);
+	if (the_worker != NULL && the_worker->health != NULL)
+		unlink(the_worker->health);
 	exit(err->code);
 }
 
@@ -349,10 +382,16 @@ start_job(struct worker *w, struct run *r)
 	}
 	memcpy(r->input, payload, r->input_len - 1);
 	r->input[r->input_len - 1] = '\n';
-	if (spawn(w, r, &err) == -1) {
+	/* Past the broker's limit the job would be taken from us. */
+	if (timeout >= w->consumer_timeout)
+		jobq_errf(&err, EX_DATAERR, "timeout of %d s is not below the "
+		    "broker's consumer_timeout of %d s", timeout,
+		    w->consumer_timeout);
+	if (timeout >= w->consumer_timeout || spawn(w, r, &err) == -1) {
 		snprintf(r->tail, sizeof(r->tail), "%s", err.msg);
 		r->tail_len = strlen(r->tail);
 		r->wstatus = -1;
+		r->permanent = err.code == EX_DATAERR;
 		return;
 	}
 	jobq_log(JOBQ_DEBUG, "job started", "id=%s type=%s attempt=%d pid=%ld",
@@ -455,27 +494,44 @@ reap(struct worker *w)
 		}
 }
 
-/* Enforce deadlines: SIGTERM to the group, then SIGKILL after a grace. */
+/* Stop a handler's group: SIGTERM now, SIGKILL after a grace. */
+static void
+terminate(struct run *r, time_t now)
+{
+	if (r->killed == 0) {
+		r->killed = 1;
+		kill(-r->pid, SIGTERM);
+		r->deadline = now + KILL_GRACE;
+	} else if (r->killed == 1 && now >= r->deadline) {
+		r->killed = 2;
+		kill(-r->pid, SIGKILL);
+	}
+}
+
+/*
+ * Enforce the time limits of jobs, and the grace period of a shutdown,
+ * after which the jobs still running are stopped and put back.
+ */
 static void
 check_deadlines(struct worker *w)
 {
 	time_t	 now = time(NULL);
-	int	 i;
+	int	 i, stop = w->draining && now >= w->stop_at;
 
 	for (i = 0; i < w->njobs; i++) {
 		struct run *r = &w->runs[i];
 
-		if (!r->busy || r->pid == 0 || r->deadline == 0 ||
-		    now < r->deadline)
+		if (!r->busy || r->pid == 0)
 			continue;
-		if (r->killed == 0) {
-			r->timed_out = 1;
-			r->killed = 1;
-			kill(-r->pid, SIGTERM);
-			r->deadline = now + KILL_GRACE;
-		} else if (r->killed == 1) {
-			r->killed = 2;
-			kill(-r->pid, SIGKILL);
+		if (stop && !r->abandoned) {
+			r->abandoned = 1;
+			jobq_log(JOBQ_WARN, "grace period over; stopping job",
+			    "id=%s pid=%ld", r->job.id, (long)r->pid);
+			terminate(r, now);
+		} else if (r->deadline != 0 && now >= r->deadline) {
+			if (r->killed == 0 && !r->abandoned)
+				r->timed_out = 1;
+			terminate(r, now);
 		}
 	}
 }
@@ -547,84 +603,387 @@ output_value(struct worker *w, const struct run *r)
 	return v;
 }
 
-/* Publish the result of a finished handler and free its slot. */
+/* The broker connection failed: remember why, and recover in run(). */
 static void
-finish(struct worker *w, struct run *r)
+lost(struct worker *w, const struct jobq_err *err)
+{
+	if (err->code != EX_UNAVAILABLE)
+		die(err);
+	if (!w->broken) {
+		w->broken = 1;
+		w->lost_err = *err;
+	}
+}
+
+/*
+ * Publish a message whose confirm the delivery tag waits for.  -1 when
+ * the connection failed, which lost() has noted.
+ */
+static int
+send_for(struct worker *w, uint64_t tag, const struct jobq_pub *pub,
+    const char *body, size_t len)
+{
+	struct jobq_err		 err;
+	struct unconfirmed	*u;
+
+	if (w->broken)
+		return -1;
+	if (w->nunconf == w->unconf_size) {
+		int n = w->unconf_size * 2;
+
+		u = realloc(w->unconf, (size_t)n * sizeof(*u));
+		if (u == NULL) {
+			jobq_errf(&err, EX_OSERR, "out of memory");
+			die(&err);
+		}
+		w->unconf = u;
+		w->unconf_size = n;
+	}
+	if (jobq_amqp_send(w->conn, pub, body, len, &err) == -1) {
+		lost(w, &err);
+		return -1;
+	}
+	u = &w->unconf[w->nunconf++];
+	u->seq = w->next_seq++;
+	u->tag = tag;
+	return 0;
+}
+
+/* Publish to a queue by name through the default exchange. */
+static int
+send_to(struct worker *w, uint64_t tag, const char *queue, const char *id,
+    const char *type, struct jobq_headers *h, const char *body, size_t len)
+{
+	struct jobq_pub	 pub;
+
+	memset(&pub, 0, sizeof(pub));
+	pub.exchange = "";
+	pub.key = queue;
+	pub.mandatory = 1;
+	pub.id = id;
+	pub.type = type;
+	if (h != NULL)
+		pub.headers = jobq_headers_table(h);
+	return send_for(w, tag, &pub, body, len);
+}
+
+/*
+ * Put a copy of a message on the dead-letter queue, with headers that
+ * say why, where and when; attempts is 0 for what is not a job.
+ */
+static int
+dead_letter(struct worker *w, uint64_t tag, const char *id,
+    const char *type, const char *reason, int attempts, const char *body,
+    size_t len)
+{
+	struct jobq_headers	 h = { .n = 0 };
+	char			 now[JOBQ_TIME_LEN + 1];
+
+	jobq_now(now);
+	jobq_header_str(&h, JOBQ_H_REASON, reason);
+	jobq_header_str(&h, JOBQ_H_QUEUE, w->cfg.job_queue);
+	jobq_header_str(&h, JOBQ_H_WORKER, w->name);
+	jobq_header_str(&h, JOBQ_H_FAILED_AT, now);
+	if (attempts > 0)
+		jobq_header_int(&h, JOBQ_H_ATTEMPTS, attempts);
+	return send_to(w, tag, w->cfg.dead_queue, id, type, &h, body, len);
+}
+
+/* Publish a result message for a job. */
+static int
+send_result(struct worker *w, uint64_t tag, const struct jobq_job *job,
+    const char *status, json_object *result, const char *error,
+    const char *started_at)
 {
 	struct jobq_result	 res;
 	struct jobq_err		 err;
-	struct unconfirmed	*u;
 	char			*body;
-	int			 ok, timeout;
+	int			 rc;
 
 	memset(&res, 0, sizeof(res));
-	timeout = r->job.timeout > 0 ? r->job.timeout : w->timeout;
-	ok = r->wstatus != -1 && !r->timed_out && !r->output_over &&
-	    WIFEXITED(r->wstatus) && WEXITSTATUS(r->wstatus) == 0;
-	strcpy(res.id, r->job.id);
-	strcpy(res.type, r->job.type);
-	strcpy(res.status, ok ? "succeeded" : "failed");
-	res.result = ok ? output_value(w, r) : NULL;
-	res.error = ok ? NULL : failure_text(r, timeout);
-	res.attempts = r->job.attempt;
+	strcpy(res.id, job->id);
+	strcpy(res.type, job->type);
+	snprintf(res.status, sizeof(res.status), "%s", status);
+	res.result = result;
+	res.error = (char *)(uintptr_t)error;
+	res.attempts = job->attempt;
 	res.worker = w->name;
-	strcpy(res.submitted_at, r->job.submitted_at);
-	strcpy(res.started_at, r->started_at);
+	strcpy(res.submitted_at, job->submitted_at);
 	jobq_now(res.finished_at);
+	strcpy(res.started_at, started_at != NULL ? started_at :
+	    res.finished_at);
 	if ((body = jobq_result_encode(&res)) == NULL) {
 		jobq_errf(&err, EX_OSERR, "out of memory");
 		die(&err);
 	}
-	if (jobq_amqp_publish(w->conn, "", w->cfg.result_queue, 1, res.id,
-	    res.type, body, strlen(body), &err) == -1)
-		die(&err);
-	u = &w->unconf[(w->uhead + w->ulen++) % w->prefetch];
-	u->seq = w->next_seq++;
-	u->tag = r->tag;
-	jobq_log(JOBQ_INFO, "job done", "id=%s type=%s status=%s attempt=%d "
-	    "ms=%.1f", res.id, res.type, res.status, res.attempts,
-	    ms_since(&r->t0));
+	rc = send_to(w, tag, w->cfg.result_queue, res.id, res.type, NULL, body,
+	    strlen(body));
 	free(body);
-	json_object_put(res.result);
-	free(res.error);
+	return rc;
+}
+
+/* A job's message again, as it came or with another attempt number. */
+static char *
+job_message(const struct jobq_job *job, int attempt)
+{
+	struct jobq_job	 copy = *job;
+	struct jobq_err	 err;
+	char		*s;
+
+	copy.attempt = attempt;
+	if ((s = jobq_job_encode(&copy)) == NULL) {
+		jobq_errf(&err, EX_OSERR, "out of memory");
+		die(&err);
+	}
+	return s;
+}
+
+/*
+ * End a job for good: a failed result and a dead copy of the job, whose
+ * reason is the error.
+ */
+static void
+fail_job(struct worker *w, uint64_t tag, const struct jobq_job *job,
+    const char *error, const char *reason, const char *started_at)
+{
+	char	*body = job_message(job, job->attempt);
+
+	if (send_result(w, tag, job, "failed", NULL, error, started_at) == 0)
+		dead_letter(w, tag, job->id, job->type, reason, job->attempt,
+		    body, strlen(body));
+	free(body);
+}
+
+static int
+attempts_of(const struct worker *w, const struct jobq_job *job)
+{
+	return job->max_attempts > 0 ? job->max_attempts : w->max_attempts;
+}
+
+/*
+ * The retry queue for a job whose attempt failed: the step of that
+ * attempt, the last one for the attempts past it, and with jitter
+ * sometimes the step before, so that jobs that failed together do not
+ * come back together.
+ */
+static int
+retry_step(const struct worker *w, int attempt)
+{
+	int	 i = attempt - 1 < w->nsteps ? attempt - 1 : w->nsteps - 1;
+
+	if (w->jitter && i > 0 && random() % 2 == 0)
+		i--;
+	return i;
+}
+
+/* Put a job on a retry queue, and publish that it is retrying. */
+static void
+retry_job(struct worker *w, struct run *r, const char *error)
+{
+	int	 i = retry_step(w, r->job.attempt);
+	char	*body = job_message(&r->job, r->job.attempt + 1);
+
+	if (send_to(w, r->tag, w->retry_queue[i], r->job.id, r->job.type,
+	    NULL, body, strlen(body)) == 0)
+		send_result(w, r->tag, &r->job, "retrying", NULL, error,
+		    r->started_at);
+	free(body);
+	jobq_log(JOBQ_INFO, "job done", "id=%s type=%s status=retrying "
+	    "attempt=%d ms=%.1f retry_in=%d error=%s", r->job.id, r->job.type,
+	    r->job.attempt, ms_since(&r->t0), w->steps[i], jobq_q(error));
+}
+
+static int
+succeeded(const struct run *r)
+{
+	return r->wstatus != -1 && !r->timed_out && !r->output_over &&
+	    WIFEXITED(r->wstatus) && WEXITSTATUS(r->wstatus) == 0;
+}
+
+/* Whether a failure is for good: exit 65, or the job cannot be run. */
+static int
+permanent(const struct run *r)
+{
+	return r->permanent || (r->wstatus != -1 && !r->timed_out &&
+	    !r->output_over && WIFEXITED(r->wstatus) &&
+	    WEXITSTATUS(r->wstatus) == EX_DATAERR);
+}
+
+static void
+free_run(struct worker *w, struct run *r)
+{
 	jobq_job_clear(&r->job);
 	free(r->input);
 	free(r->output);
 	memset(r, 0, sizeof(*r));
 	w->running--;
-	w->done++;
 }
 
-/* Ack the jobs whose results the broker confirmed (or requeue them). */
+/*
+ * Publish what a finished handler's outcome calls for and free its
+ * slot: a result, and for a failure a retry or a dead copy.
+ */
+static void
+finish(struct worker *w, struct run *r)
+{
+	struct jobq_err	 err;
+	json_object	*value;
+	char		*error, reason[ERR_TAIL + 256];
+	int		 timeout, max = attempts_of(w, &r->job);
+
+	timeout = r->job.timeout > 0 ? r->job.timeout : w->timeout;
+	if (r->abandoned) {
+		if (!w->broken && jobq_amqp_nack(w->conn, r->tag, 1,
+		    &err) == -1)
+			lost(w, &err);
+		jobq_log(JOBQ_INFO, "job requeued", "id=%s type=%s",
+		    r->job.id, r->job.type);
+	} else if (succeeded(r)) {
+		value = output_value(w, r);
+		send_result(w, r->tag, &r->job, "succeeded", value, NULL,
+		    r->started_at);
+		json_object_put(value);
+		jobq_log(JOBQ_INFO, "job done", "id=%s type=%s "
+		    "status=succeeded attempt=%d ms=%.1f", r->job.id,
+		    r->job.type, r->job.attempt, ms_since(&r->t0));
+		w->done++;
+	} else {
+		if ((error = failure_text(r, timeout)) == NULL) {
+			jobq_errf(&err, EX_OSERR, "out of memory");
+			die(&err);
+		}
+		if (!permanent(r) && r->job.attempt < max)
+			retry_job(w, r, error);
+		else {
+			if (permanent(r))
+				snprintf(reason, sizeof(reason), "%s", error);
+			else
+				snprintf(reason, sizeof(reason), "%s (attempt "
+				    "%d of %d)", error, r->job.attempt, max);
+			fail_job(w, r->tag, &r->job, error, reason,
+			    r->started_at);
+			jobq_log(JOBQ_INFO, "job done", "id=%s type=%s "
+			    "status=failed attempt=%d ms=%.1f error=%s",
+			    r->job.id, r->job.type, r->job.attempt,
+			    ms_since(&r->t0), jobq_q(error));
+		}
+		free(error);
+		w->done++;
+	}
+	free_run(w, r);
+}
+
+/* Whether a delivery still waits for a publish of its own. */
+static int
+tag_pending(const struct worker *w, uint64_t tag)
+{
+	int	 i;
+
+	for (i = 0; i < w->nunconf; i++)
+		if (w->unconf[i].tag == tag)
+			return 1;
+	return 0;
+}
+
+/* Forget the publishes of a delivery once it is settled otherwise. */
+static void
+forget_tag(struct worker *w, uint64_t tag)
+{
+	int	 i;
+
+	for (i = 0; i < w->nunconf; i++)
+		if (w->unconf[i].tag == tag)
+			w->unconf[i].tag = 0;
+}
+
+/*
+ * Settle the deliveries whose publishes the broker confirmed: ack each
+ * once all of its publishes are confirmed, and put it back on its
+ * queue when the broker refused one of them.
+ */
 static void
 confirmed(struct worker *w, uint64_t seq, int multiple, int good)
 {
 	struct jobq_err	 err;
-	int		 i;
+	uint64_t	 tag;
+	int		 i, k;
 
-	for (i = 0; i < w->ulen; i++) {
-		struct unconfirmed *u = &w->unconf[(w->uhead + i) %
-		    w->prefetch];
+	for (i = 0; i < w->nunconf && !w->broken; i++) {
+		struct unconfirmed *u = &w->unconf[i];
 
 		if (u->tag == 0 || !(u->seq == seq ||
 		    (multiple && u->seq < seq)))
 			continue;
-		if (good ? jobq_amqp_ack(w->conn, u->tag, 0, &err) :
-		    jobq_amqp_nack(w->conn, u->tag, 1, &err))
-			die(&err);
-		if (!good)
-			jobq_log(JOBQ_WARN, "result refused by the broker; "
-			    "job requeued", "tag=%llu",
-			    (unsigned long long)u->tag);
+		tag = u->tag;
 		u->tag = 0;
+		if (!good) {
+			forget_tag(w, tag);
+			jobq_log(JOBQ_WARN, "publish refused by the broker; "
+			    "job requeued", "tag=%llu",
+			    (unsigned long long)tag);
+			if (jobq_amqp_nack(w->conn, tag, 1, &err) == -1)
+				lost(w, &err);
+		} else if (!tag_pending(w, tag) &&
+		    jobq_amqp_ack(w->conn, tag, 0, &err) == -1)
+			lost(w, &err);
 	}
-	while (w->ulen > 0 && w->unconf[w->uhead].tag == 0) {
-		w->uhead = (w->uhead + 1) % w->prefetch;
-		w->ulen--;
-	}
+	for (i = k = 0; i < w->nunconf; i++)
+		if (w->unconf[i].tag != 0)
+			w->unconf[k++] = w->unconf[i];
+	w->nunconf = k;
 }
 
-/* Take a delivery: queue it as a job, or drop it when it is not one. */
+/* A message that is not a job goes to the dead-letter queue as it is. */
+static void
+not_a_job(struct worker *w, struct jobq_event *ev, const char *why)
+{
+	char	 reason[sizeof(((struct jobq_err *)0)->msg) + 16];
+
+	snprintf(reason, sizeof(reason), "not a job: %s", why);
+	jobq_log(JOBQ_WARN, "not a job; dead-lettered", "message_id=%s "
+	    "err=%s", jobq_q(ev->message_id), jobq_q(why));
+	dead_letter(w, ev->tag, *ev->message_id != '\0' ? ev->message_id :
+	    NULL, NULL, reason, 0, ev->body.bytes, ev->body.len);
+}
+
+/*
+ * A job delivered again was given to a worker that stopped without an
+ * outcome, perhaps killed by the job itself.  Count that in a copy put
+ * back on the job queue, since the broker counts nothing that outlives
+ * the worker, and fail the job once the count reaches the limit.
+ * Returns 1 when the delivery is dealt with here.
+ */
+static int
+redelivered(struct worker *w, struct jobq_event *ev, struct waiting *q)
+{
+	struct jobq_headers	 h = { .n = 0 };
+	char			 error[256];
+	long			 n = 0;
+
+	if (!ev->redelivered)
+		return 0;
+	if (jobq_event_header_int(ev, JOBQ_H_DELIVERIES, &n) == -1 || n < 0)
+		n = 0;
+	n++;
+	if (n >= w->max_deliveries) {
+		snprintf(error, sizeof(error), "delivered %ld times without "
+		    "an outcome: the job may be killing its worker", n);
+		jobq_log(JOBQ_WARN, "job done", "id=%s type=%s status=failed "
+		    "attempt=%d error=%s", q->job.id, q->job.type,
+		    q->job.attempt, jobq_q(error));
+		fail_job(w, ev->tag, &q->job, error, error, NULL);
+	} else {
+		jobq_header_int(&h, JOBQ_H_DELIVERIES, n);
+		jobq_log(JOBQ_INFO, "job delivered again; counted and "
+		    "requeued", "id=%s deliveries=%ld", q->job.id, n);
+		send_to(w, ev->tag, w->cfg.job_queue, q->job.id, q->job.type,
+		    &h, ev->body.bytes, ev->body.len);
+	}
+	jobq_job_clear(&q->job);
+	return 1;
+}
+
+/* Take a delivery: queue it as a job, or deal with it at once. */
 static void
 delivered(struct worker *w, struct jobq_event *ev)
 {
@@ -633,7 +992,7 @@ delivered(struct worker *w, struct jobq_event *ev)
 
 	if (w->draining) {
 		if (jobq_amqp_nack(w->conn, ev->tag, 1, &err) == -1)
-			die(&err);
+			lost(w, &err);
 		return;
 	}
 	if (w->qlen == w->prefetch) {
@@ -644,15 +1003,40 @@ delivered(struct worker *w, struct jobq_event *ev)
 	q = &w->queue[(w->qhead + w->qlen) % w->prefetch];
 	if (jobq_job_decode(ev->body.bytes, ev->body.len, &q->job,
 	    &derr) == -1) {
-		jobq_log(JOBQ_ERROR, "not a job; message dropped",
-		    "message_id=%s err=%s", jobq_q(ev->message_id),
-		    jobq_q(derr.msg));
-		if (jobq_amqp_nack(w->conn, ev->tag, 0, &err) == -1)
-			die(&err);
+		not_a_job(w, ev, derr.msg);
 		return;
 	}
+	if (redelivered(w, ev, q))
+		return;
 	q->tag = ev->tag;
 	w->qlen++;
+}
+
+/* Keep the health file fresh while consuming; remove it otherwise. */
+static void
+health(struct worker *w, int up)
+{
+	time_t	 now = time(NULL);
+	int	 fd;
+
+	if (w->health == NULL)
+		return;
+	if (!up) {
+		if (w->health_at != 0)
+			unlink(w->health);
+		w->health_at = 0;
+		return;
+	}
+	if (w->health_at != 0 && now - w->health_at < HEALTH_EVERY)
+		return;
+	if ((fd = open(w->health, O_WRONLY | O_CREAT | O_CLOEXEC,
+	    0644)) == -1 || futimens(fd, NULL) == -1)
+		jobq_log(JOBQ_WARN, "cannot touch the health file",
+		    "file=%s err=%s", jobq_q(w->health),
+		    jobq_q(strerror(errno)));
+	if (fd != -1)
+		close(fd);
+	w->health_at = now;
 }
 
 /* Stop taking jobs: cancel the consumer and requeue what waits. */
@@ -661,18 +1045,24 @@ drain(struct worker *w)
 {
 	struct jobq_err	 err;
 
-	if (w->draining)
+	if (w->draining) {
+		/* A second signal ends the grace period at once. */
+		w->stop_at = time(NULL);
 		return;
+	}
 	w->draining = 1;
+	w->stop_at = time(NULL) + w->grace;
+	health(w, 0);
 	jobq_log(JOBQ_INFO, "stopping", "running=%d waiting=%d", w->running,
 	    w->qlen);
-	if (jobq_amqp_cancel(w->conn, &err) == -1)
-		die(&err);
+	if (!w->broken && jobq_amqp_cancel(w->conn, &err) == -1)
+		lost(w, &err);
 	while (w->qlen > 0) {
 		struct waiting *q = &w->queue[w->qhead];
 
-		if (jobq_amqp_nack(w->conn, q->tag, 1, &err) == -1)
-			die(&err);
+		if (!w->broken && jobq_amqp_nack(w->conn, q->tag, 1,
+		    &err) == -1)
+			lost(w, &err);
 		jobq_job_clear(&q->job);
 		w->qhead = (w->qhead + 1) % w->prefetch;
 		w->qlen--;
@@ -686,8 +1076,12 @@ broker_events(struct worker *w)
 	struct jobq_err		 err;
 
 	do {
-		if (jobq_amqp_next(w->conn, 0, &ev, &err) == -1)
-			die(&err);
+		if (w->broken)
+			break;
+		if (jobq_amqp_next(w->conn, 0, &ev, &err) == -1) {
+			lost(w, &err);
+			break;
+		}
 		switch (ev.kind) {
 		case JOBQ_EV_DELIVERY:
 			delivered(w, &ev);
@@ -699,9 +1093,9 @@ broker_events(struct worker *w)
 			break;
 		case JOBQ_EV_RETURN:
 			/* The job is not acked: it stays on its queue. */
-			jobq_errf(&err, EX_UNAVAILABLE, "result of job %s "
+			jobq_errf(&err, EX_UNAVAILABLE, "message for job %s "
 			    "unroutable: queue %s is gone", ev.message_id,
-			    w->cfg.result_queue);
+			    ev.routing_key);
 			die(&err);
 			break;
 		case JOBQ_EV_CANCELLED:
@@ -770,6 +1164,119 @@ step(struct worker *w, struct pollfd *pfd)
 	reap(w);
 	broker_events(w);
 	check_deadlines(w);
+	if (!w->draining && !w->broken)
+		health(w, 1);
+}
+
+/*
+ * Open a connection to the first broker that answers, declare what the
+ * worker needs and start consuming.  -1 with err when it failed.
+ */
+static int
+connect_broker(struct worker *w, struct jobq_err *err)
+{
+	int	 i;
+
+	if ((w->conn = jobq_amqp_connect(&w->cfg, progname, err)) == NULL)
+		return -1;
+	if (jobq_amqp_declare(w->conn, &w->cfg, err) == -1)
+		goto fail;
+	for (i = 0; i < w->nsteps; i++)
+		if (jobq_amqp_declare_retry(w->conn, &w->cfg, w->steps[i],
+		    w->retry_queue[i], sizeof(w->retry_queue[i]), err) == -1)
+			goto fail;
+	if (jobq_amqp_confirms(w->conn, err) == -1 ||
+	    jobq_amqp_consume(w->conn, w->cfg.job_queue, w->prefetch,
+	    err) == -1)
+		goto fail;
+	w->next_seq = 1;
+	return 0;
+fail:
+	amqp_destroy_connection(w->conn);
+	w->conn = NULL;
+	return -1;
+}
+
+/*
+ * Sleep for some seconds while watching for signals; 1 when a signal
+ * asked us to stop.
+ */
+static int
+pause_for(struct worker *w, int seconds)
+{
+	struct pollfd	 pfd = { sigpipe_fds[0], POLLIN, 0 };
+	long		 until = jobq_now_ms() + seconds * 1000L, left;
+	char		 c[64];
+	ssize_t		 n, i;
+
+	while ((left = until - jobq_now_ms()) > 0) {
+		if (poll(&pfd, 1, (int)left) <= 0)
+			continue;
+		while ((n = read(sigpipe_fds[0], c, sizeof(c))) > 0)
+			for (i = 0; i < n; i++)
+				if (c[i] == 't')
+					return 1;
+		reap(w);
+	}
+	return 0;
+}
+
+/*
+ * The broker connection failed.  Its deliveries go back to the queue
+ * with it, so the handlers still running are killed: their jobs will
+ * run again.  Then connect again, pausing longer after each failure.
+ */
+static void
+recover(struct worker *w)
+{
+	struct jobq_err	 err;
+	char		 url[512];
+	int		 i, delay;
+
+	jobq_log(JOBQ_WARN, "broker connection lost", "err=%s running=%d",
+	    jobq_q(w->lost_err.msg), w->running);
+	health(w, 0);
+	for (i = 0; i < w->njobs; i++) {
+		struct run *r = &w->runs[i];
+
+		if (!r->busy)
+			continue;
+		if (r->pid > 0) {
+			kill(-r->pid, SIGKILL);
+			waitpid(r->pid, NULL, 0);
+		}
+		close_fd(&r->in);
+		close_fd(&r->out);
+		close_fd(&r->err);
+		free_run(w, r);
+	}
+	for (; w->qlen > 0; w->qlen--) {
+		jobq_job_clear(&w->queue[w->qhead].job);
+		w->qhead = (w->qhead + 1) % w->prefetch;
+	}
+	w->nunconf = 0;
+	amqp_destroy_connection(w->conn);
+	w->conn = NULL;
+	w->broken = 0;
+	for (delay = 1; !w->draining; delay = delay * 2 > MAX_BACKOFF ?
+	    MAX_BACKOFF : delay * 2) {
+		if (pause_for(w, delay)) {
+			w->draining = 1;
+			break;
+		}
+		if (connect_broker(w, &err) == 0) {
+			jobq_mask_secret(w->cfg.amqp_urls[w->cfg.url_turn],
+			    url, sizeof(url));
+			jobq_log(JOBQ_INFO, "broker connection restored",
+			    "url=%s", jobq_q(url));
+			return;
+		}
+		if (err.code != EX_UNAVAILABLE)
+			die(&err);
+		jobq_log(JOBQ_DEBUG, "broker still unavailable", "err=%s "
+		    "retry_in=%d", jobq_q(err.msg), delay * 2 > MAX_BACKOFF ?
+		    MAX_BACKOFF : delay * 2);
+	}
 }
 
 static void
@@ -782,7 +1289,8 @@ run(struct worker *w)
 		perror(progname);
 		exit(EX_OSERR);
 	}
-	while (!w->draining || w->running > 0 || w->ulen > 0) {
+	while (w->conn != NULL &&
+	    (!w->draining || w->running > 0 || w->nunconf > 0)) {
 		for (i = 0; i < w->njobs; i++) {
 			struct run *r = &w->runs[i];
 
@@ -792,19 +1300,68 @@ run(struct worker *w)
 			    r->out == -1 && r->err == -1)
 				finish(w, r);
 		}
-		step(w, pfd);
+		if (!w->broken)
+			step(w, pfd);
+		if (w->broken)
+			recover(w);
 	}
 	free(pfd);
+}
+
+/* Read a list of retry delays such as "5,30,120" into w->steps. */
+static void
+parse_steps(struct worker *w, const char *arg)
+{
+	const char	*p = arg;
+	char		 one[32];
+	long		 v;
+	size_t		 n;
+
+	w->nsteps = 0;
+	for (;;) {
+		n = strcspn(p, ",");
+		snprintf(one, sizeof(one), "%.*s", (int)n, p);
+		if (n >= sizeof(one) || w->nsteps == MAX_STEPS ||
+		    jobq_parse_long(one, 1, JOBQ_MAX_TIMEOUT, &v) == -1) {
+			fprintf(stderr, "%s: -B %s: not a list of at most %d "
+			    "numbers of seconds from 1 to %d\n", progname, arg,
+			    MAX_STEPS, JOBQ_MAX_TIMEOUT);
+			usage(EX_USAGE);
+		}
+		w->steps[w->nsteps++] = (int)v;
+		if (p[n] == '\0')
+			break;
+		p += n + 1;
+	}
+}
+
+static int
+number(int c, long min, long max, const char *unit)
+{
+	struct jobq_err	 err;
+	long		 v;
+
+	if (jobq_opt_number(c, optarg, min, max, unit, &v, &err) == -1)
+		bad_option(&err);
+	return (int)v;
 }
 
 static void
 options(struct worker *w, int argc, char *argv[])
 {
 	static const struct option longopts[] = {
+		{ "max-attempts", required_argument,	NULL, 'a' },
+		{ "backoff",	required_argument,	NULL, 'B' },
+		{ "consumer-timeout", required_argument, NULL, 'C' },
 		{ "handlers",	required_argument,	NULL, 'D' },
+		{ "dead-queue",	required_argument,	NULL, 'E' },
+		{ "health-file", required_argument,	NULL, 'f' },
+		{ "grace",	required_argument,	NULL, 'g' },
 		{ "help",	no_argument,		NULL, 'h' },
+		{ "no-jitter",	no_argument,		NULL, 'J' },
 		{ "jobs",	required_argument,	NULL, 'j' },
 		{ "queue",	required_argument,	NULL, 'q' },
+		{ "max-deliveries", required_argument,	NULL, 'R' },
 		{ "result-queue", required_argument,	NULL, 'r' },
 		{ "max-size",	required_argument,	NULL, 'S' },
 		{ "timeout",	required_argument,	NULL, 't' },
@@ -814,26 +1371,42 @@ options(struct worker *w, int argc, char *argv[])
 		{ NULL,		0,			NULL, 0 }
 	};
 	struct jobq_err	 err;
-	long		 v;
 	int		 c;
 
-	while ((c = getopt_long(argc, argv, "+D:hj:q:r:S:t:u:Vx:", longopts,
-	    NULL)) != -1)
+	while ((c = getopt_long(argc, argv,
+	    "+a:B:C:D:E:f:g:hJj:q:R:r:S:t:u:Vx:", longopts, NULL)) != -1)
 		switch (c) {
+		case 'a':
+			w->max_attempts = number(c, 1, JOBQ_MAX_ATTEMPTS, NULL);
+			break;
+		case 'B':
+			parse_steps(w, optarg);
+			break;
+		case 'C':
+			w->consumer_timeout = number(c, 2, INT_MAX / 1000,
+			    "seconds");
+			break;
 		case 'D':
 			w->dir = optarg;
 			break;
+		case 'f':
+			w->health = optarg;
+			break;
+		case 'g':
+			w->grace = number(c, 0, JOBQ_MAX_TIMEOUT, "seconds");
+			break;
+		case 'J':
+			w->jitter = 0;
+			break;
 		case 'j':
-			if (jobq_opt_number(c, optarg, 1, MAX_JOBS, NULL, &v,
-			    &err) == -1)
-				bad_option(&err);
-			w->njobs = (int)v;
+			w->njobs = number(c, 1, MAX_JOBS, NULL);
+			break;
+		case 'R':
+			w->max_deliveries = number(c, 1, JOBQ_MAX_ATTEMPTS,
+			    NULL);
 			break;
 		case 't':
-			if (jobq_opt_number(c, optarg, 1, JOBQ_MAX_TIMEOUT,
-			    "seconds", &v, &err) == -1)
-				bad_option(&err);
-			w->timeout = (int)v;
+			w->timeout = number(c, 1, JOBQ_MAX_TIMEOUT, "seconds");
 			break;
 		case 'V':
 			printf("%s %s\n", progname, JOBQ_VERSION);
@@ -851,6 +1424,12 @@ options(struct worker *w, int argc, char *argv[])
 	if ((w->dir == NULL) == (optind == argc)) {
 		fprintf(stderr, "%s: give either -D dir or a command\n",
 		    progname);
+		usage(EX_USAGE);
+	}
+	if (w->timeout >= w->consumer_timeout) {
+		fprintf(stderr, "%s: -t %d: must be below the broker's "
+		    "consumer_timeout of %d s (-C)\n", progname, w->timeout,
+		    w->consumer_timeout);
 		usage(EX_USAGE);
 	}
 	w->argv = argv + optind;
@@ -887,9 +1466,10 @@ setup(struct worker *w)
 		    (int)cpus;
 	}
 	w->prefetch = 2 * w->njobs;
+	w->unconf_size = 2 * w->prefetch;
 	w->runs = calloc((size_t)w->njobs, sizeof(*w->runs));
 	w->queue = calloc((size_t)w->prefetch, sizeof(*w->queue));
-	w->unconf = calloc((size_t)w->prefetch, sizeof(*w->unconf));
+	w->unconf = calloc((size_t)w->unconf_size, sizeof(*w->unconf));
 	if (w->runs == NULL || w->queue == NULL || w->unconf == NULL) {
 		perror(progname);
 		exit(EX_OSERR);
@@ -898,14 +1478,22 @@ setup(struct worker *w)
 		strcpy(host, "localhost");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(w->name, sizeof(w->name), "%s:%ld", host, (long)getpid());
+	srandom((unsigned)getpid() ^ (unsigned)time(NULL));
 	setup_signals();
-	if ((w->conn = jobq_amqp_open(w->cfg.amqp_url, progname,
-	    &err)) == NULL || jobq_amqp_declare(w->conn, &w->cfg, &err) == -1 ||
-	    jobq_amqp_confirms(w->conn, &err) == -1 ||
-	    jobq_amqp_consume(w->conn, w->cfg.job_queue, w->prefetch,
-	    &err) == -1)
+	if (connect_broker(w, &err) == -1)
 		die(&err);
-	w->next_seq = 1;
+}
+
+static void
+defaults(struct worker *w)
+{
+	jobq_config_init(&w->cfg);
+	w->max_attempts = 5;
+	w->max_deliveries = 5;
+	w->consumer_timeout = 1800;
+	w->grace = 30;
+	w->jitter = 1;
+	parse_steps(w, DEFAULT_STEPS);
 }
 
 int
@@ -915,7 +1503,7 @@ main(int argc, char *argv[])
 	struct jobq_err		 err;
 
 	jobq_log_init(progname);
-	jobq_config_init(&w.cfg);
+	defaults(&w);
 	the_worker = &w;
 	options(&w, argc, argv);
 	if (jobq_config_check(&w.cfg, &err) == -1) {
@@ -927,6 +1515,7 @@ main(int argc, char *argv[])
 	jobq_log(JOBQ_INFO, "started", "queue=%s jobs=%d prefetch=%d",
 	    jobq_q(w.cfg.job_queue), w.njobs, w.prefetch);
 	run(&w);
+	health(&w, 0);
 	jobq_amqp_close(w.conn);
 	jobq_log(JOBQ_INFO, "stopped", "jobs_done=%ld", w.done);
 	return 0;

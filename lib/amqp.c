@@ -8,6 +8,7 @@
  * that deliveries and confirms can arrive interleaved on one channel.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,44 @@ jobq_amqp_url_check(const char *url, struct jobq_err *err)
 	return rc;
 }
 
+/* Check every broker URL of a configuration; see jobq_amqp_url_check(). */
+int
+jobq_amqp_urls_check(const struct jobq_config *cfg, struct jobq_err *err)
+{
+	int	 i;
+
+	for (i = 0; i < cfg->n_urls; i++)
+		if (jobq_amqp_url_check(cfg->amqp_urls[i], err) == -1)
+			return -1;
+	return 0;
+}
+
+/*
+ * Connect to the first broker of the configuration that answers,
+ * trying each once, from the one that answered last time.  On failure
+ * the error is that of the last URL tried, or EX_USAGE at once for a
+ * URL that can never work.
+ */
+amqp_connection_state_t
+jobq_amqp_connect(struct jobq_config *cfg, const char *name,
+    struct jobq_err *err)
+{
+	amqp_connection_state_t	 conn;
+	int			 i, k;
+
+	for (i = 0; i < cfg->n_urls; i++) {
+		k = (cfg->url_turn + i) % cfg->n_urls;
+		if ((conn = jobq_amqp_open(cfg->amqp_urls[k], name,
+		    err)) != NULL) {
+			cfg->url_turn = k;
+			return conn;
+		}
+		if (err != NULL && err->code == EX_USAGE)
+			return NULL;
+	}
+	return NULL;
+}
+
 /*
  * Connect to the broker at url, log in and open channel 1.  name shows
  * in the broker's list of connections.  NULL on failure.
@@ -170,26 +209,34 @@ jobq_amqp_close(amqp_connection_state_t conn)
 	amqp_destroy_connection(conn);
 }
 
+/*
+ * Declare a durable classic queue of version 2.  A retry queue also has
+ * a message TTL of ttl_ms and sends what expires to the queue named by
+ * back, through the default exchange.
+ */
 static int
-declare_queue(amqp_connection_state_t conn, const char *queue,
-    struct jobq_err *err)
+declare_queue(amqp_connection_state_t conn, const char *queue, long ttl_ms,
+    const char *back, struct jobq_err *err)
 {
-	amqp_table_entry_t	 arg;
-	amqp_table_t		 args = { 1, &arg };
+	struct jobq_headers	 args = { .n = 0 };
 	char			 what[300];
 
-	arg.key = amqp_cstring_bytes("x-queue-version");
-	arg.value.kind = AMQP_FIELD_KIND_I32;
-	arg.value.value.i32 = 2;
+	jobq_header_int(&args, "x-queue-version", 2);
+	if (back != NULL) {
+		jobq_header_int(&args, "x-message-ttl", ttl_ms);
+		jobq_header_str(&args, "x-dead-letter-exchange", "");
+		jobq_header_str(&args, "x-dead-letter-routing-key", back);
+	}
 	amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0,
-	    0, args);
+	    0, jobq_headers_table(&args));
 	snprintf(what, sizeof(what), "declare queue %s", queue);
 	return reply_err(amqp_get_rpc_reply(conn), what, err);
 }
 
 /*
  * Declare the topology of jobq(7): a durable topic exchange bound to
- * the job queue for every routing key, and the two durable queues.
+ * the job queue for every routing key, and the durable job, result and
+ * dead-letter queues.
  * Declaring what exists with the same arguments is harmless.
  */
 int
@@ -203,8 +250,9 @@ jobq_amqp_declare(amqp_connection_state_t conn, const struct jobq_config *cfg,
 	snprintf(what, sizeof(what), "declare exchange %s", cfg->exchange);
 	if (reply_err(amqp_get_rpc_reply(conn), what, err) == -1)
 		return -1;
-	if (declare_queue(conn, cfg->job_queue, err) == -1 ||
-	    declare_queue(conn, cfg->result_queue, err) == -1)
+	if (declare_queue(conn, cfg->job_queue, 0, NULL, err) == -1 ||
+	    declare_queue(conn, cfg->result_queue, 0, NULL, err) == -1 ||
+	    declare_queue(conn, cfg->dead_queue, 0, NULL, err) == -1)
 		return -1;
 	amqp_queue_bind(conn, CHANNEL, amqp_cstring_bytes(cfg->job_queue),
 	    amqp_cstring_bytes(cfg->exchange), amqp_cstring_bytes("#"),
@@ -212,6 +260,25 @@ jobq_amqp_declare(amqp_connection_state_t conn, const struct jobq_config *cfg,
 	snprintf(what, sizeof(what), "bind queue %s to exchange %s",
 	    cfg->job_queue, cfg->exchange);
 	return reply_err(amqp_get_rpc_reply(conn), what, err);
+}
+
+/*
+ * Declare the retry queue whose messages wait the given seconds before
+ * they go back to the job queue, and put its name in name.
+ */
+int
+jobq_amqp_declare_retry(amqp_connection_state_t conn,
+    const struct jobq_config *cfg, int seconds, char *name, size_t size,
+    struct jobq_err *err)
+{
+	int	 n;
+
+	n = snprintf(name, size, "%s.retry.%ds", cfg->job_queue, seconds);
+	if (n < 0 || (size_t)n >= size || n > 255)
+		return jobq_errf(err, EX_USAGE, "queue %s: name too long for "
+		    "a retry queue", cfg->job_queue);
+	return declare_queue(conn, name, seconds * 1000L, cfg->job_queue,
+	    err);
 }
 
 /* Put the channel in confirm mode: publishes are numbered from 1. */
@@ -260,14 +327,12 @@ jobq_amqp_cancel(amqp_connection_state_t conn, struct jobq_err *err)
 }
 
 /*
- * Publish a persistent JSON message.  id and type go into the
- * message_id and type properties.  With confirms selected, the broker
- * confirms it later under the next sequence number.
+ * Publish a persistent message as pub says.  With confirms selected,
+ * the broker confirms it later under the next sequence number.
  */
 int
-jobq_amqp_publish(amqp_connection_state_t conn, const char *exchange,
-    const char *key, int mandatory, const char *id, const char *type,
-    const char *body, size_t len, struct jobq_err *err)
+jobq_amqp_send(amqp_connection_state_t conn, const struct jobq_pub *pub,
+    const void *body, size_t len, struct jobq_err *err)
 {
 	amqp_basic_properties_t	 p;
 	amqp_bytes_t		 b;
@@ -275,21 +340,172 @@ jobq_amqp_publish(amqp_connection_state_t conn, const char *exchange,
 
 	memset(&p, 0, sizeof(p));
 	p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG |
-	    AMQP_BASIC_DELIVERY_MODE_FLAG |
-	    AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG |
-	    AMQP_BASIC_TIMESTAMP_FLAG;
-	p.content_type = amqp_cstring_bytes("application/json");
+	    AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+	p.content_type = amqp_cstring_bytes(pub->content_type != NULL ?
+	    pub->content_type : "application/json");
 	p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-	p.message_id = amqp_cstring_bytes(id);
-	p.type = amqp_cstring_bytes(type);
 	p.timestamp = (uint64_t)time(NULL);
+	if (pub->id != NULL) {
+		p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+		p.message_id = amqp_cstring_bytes(pub->id);
+	}
+	if (pub->type != NULL) {
+		p._flags |= AMQP_BASIC_TYPE_FLAG;
+		p.type = amqp_cstring_bytes(pub->type);
+	}
+	if (pub->headers.num_entries > 0) {
+		p._flags |= AMQP_BASIC_HEADERS_FLAG;
+		p.headers = pub->headers;
+	}
 	b.bytes = (void *)(uintptr_t)body;
 	b.len = len;
-	rc = amqp_basic_publish(conn, CHANNEL, amqp_cstring_bytes(exchange),
-	    amqp_cstring_bytes(key), mandatory, 0, &p, b);
+	rc = amqp_basic_publish(conn, CHANNEL,
+	    amqp_cstring_bytes(pub->exchange), amqp_cstring_bytes(pub->key),
+	    pub->mandatory, 0, &p, b);
 	if (rc != AMQP_STATUS_OK)
 		return jobq_errf(err, EX_UNAVAILABLE, "publish: %s",
 		    amqp_error_string2(rc));
+	return 0;
+}
+
+/*
+ * Publish a persistent JSON message.  id and type go into the
+ * message_id and type properties.
+ */
+int
+jobq_amqp_publish(amqp_connection_state_t conn, const char *exchange,
+    const char *key, int mandatory, const char *id, const char *type,
+    const char *body, size_t len, struct jobq_err *err)
+{
+	struct jobq_pub	 pub;
+
+	memset(&pub, 0, sizeof(pub));
+	pub.exchange = exchange;
+	pub.key = key;
+	pub.mandatory = mandatory;
+	pub.id = id;
+	pub.type = type;
+	return jobq_amqp_send(conn, &pub, body, len, err);
+}
+
+/*
+ * Add a header to a set being built; the strings must outlive the
+ * publish.  A set that is full takes no more.
+ */
+void
+jobq_header_str(struct jobq_headers *h, const char *key, const char *val)
+{
+	amqp_table_entry_t	*e;
+
+	if (h->n == JOBQ_MAX_HEADERS)
+		return;
+	e = &h->e[h->n++];
+	e->key = amqp_cstring_bytes(key);
+	e->value.kind = AMQP_FIELD_KIND_UTF8;
+	e->value.value.bytes = amqp_cstring_bytes(val);
+}
+
+void
+jobq_header_int(struct jobq_headers *h, const char *key, long val)
+{
+	amqp_table_entry_t	*e;
+
+	if (h->n == JOBQ_MAX_HEADERS)
+		return;
+	e = &h->e[h->n++];
+	e->key = amqp_cstring_bytes(key);
+	e->value.kind = AMQP_FIELD_KIND_I64;
+	e->value.value.i64 = val;
+}
+
+amqp_table_t
+jobq_headers_table(struct jobq_headers *h)
+{
+	amqp_table_t	 t;
+
+	t.num_entries = h->n;
+	t.entries = h->n > 0 ? h->e : NULL;
+	return t;
+}
+
+static const amqp_field_value_t *
+find_header(const struct jobq_event *ev, const char *key)
+{
+	const amqp_basic_properties_t	*p = &ev->message.properties;
+	size_t				 n = strlen(key);
+	int				 i;
+
+	if (!ev->has_message || !(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+		return NULL;
+	for (i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+
+		if (e->key.len == n && memcmp(e->key.bytes, key, n) == 0)
+			return &e->value;
+	}
+	return NULL;
+}
+
+/*
+ * Read an integer header of the message of an event, of whatever
+ * integer kind another client gave it.  0 with *out set, or -1 when the
+ * header is missing or not an integer.
+ */
+int
+jobq_event_header_int(const struct jobq_event *ev, const char *key,
+    long *out)
+{
+	const amqp_field_value_t	*v = find_header(ev, key);
+
+	if (v == NULL)
+		return -1;
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_I8:
+		*out = v->value.i8;
+		return 0;
+	case AMQP_FIELD_KIND_U8:
+		*out = v->value.u8;
+		return 0;
+	case AMQP_FIELD_KIND_I16:
+		*out = v->value.i16;
+		return 0;
+	case AMQP_FIELD_KIND_U16:
+		*out = v->value.u16;
+		return 0;
+	case AMQP_FIELD_KIND_I32:
+		*out = v->value.i32;
+		return 0;
+	case AMQP_FIELD_KIND_U32:
+		*out = (long)v->value.u32;
+		return 0;
+	case AMQP_FIELD_KIND_I64:
+		*out = (long)v->value.i64;
+		return 0;
+	case AMQP_FIELD_KIND_U64:
+	case AMQP_FIELD_KIND_TIMESTAMP:
+		*out = v->value.u64 > LONG_MAX ? LONG_MAX :
+		    (long)v->value.u64;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/*
+ * Copy a string header of the message of an event into buf, cut to
+ * fit; -1 when it is missing or not a string.
+ */
+int
+jobq_event_header_str(const struct jobq_event *ev, const char *key,
+    char *buf, size_t size)
+{
+	const amqp_field_value_t	*v = find_header(ev, key);
+
+	if (v == NULL || (v->kind != AMQP_FIELD_KIND_UTF8 &&
+	    v->kind != AMQP_FIELD_KIND_BYTES) || size == 0)
+		return -1;
+	snprintf(buf, size, "%.*s", (int)v->value.bytes.len,
+	    (char *)v->value.bytes.bytes);
 	return 0;
 }
 
@@ -377,9 +593,14 @@ method_event(amqp_connection_state_t conn, amqp_frame_t *f,
 		ev->tag = ((amqp_basic_nack_t *)m)->delivery_tag;
 		ev->multiple = ((amqp_basic_nack_t *)m)->multiple;
 		return 0;
-	case AMQP_BASIC_RETURN_METHOD:
+	case AMQP_BASIC_RETURN_METHOD: {
+		amqp_bytes_t k = ((amqp_basic_return_t *)m)->routing_key;
+
 		ev->kind = JOBQ_EV_RETURN;
+		snprintf(ev->routing_key, sizeof(ev->routing_key), "%.*s",
+		    (int)k.len, (char *)k.bytes);
 		return read_content(conn, ev, err);
+	}
 	case AMQP_BASIC_CANCEL_OK_METHOD:
 		ev->kind = JOBQ_EV_CANCEL_OK;
 		return 0;
@@ -444,6 +665,35 @@ jobq_amqp_depth(amqp_connection_state_t conn, const char *queue,
 	*messages = ok->message_count;
 	*consumers = ok->consumer_count;
 	return 0;
+}
+
+/*
+ * Take one message from a queue without a consumer, to be acked or
+ * nacked later.  1 with ev filled, 0 when the queue is empty.
+ */
+int
+jobq_amqp_get(amqp_connection_state_t conn, const char *queue,
+    struct jobq_event *ev, struct jobq_err *err)
+{
+	amqp_rpc_reply_t	 r;
+	amqp_basic_get_ok_t	*ok;
+	char			 what[300];
+
+	jobq_event_clear(ev);
+	amqp_maybe_release_buffers(conn);
+	r = amqp_basic_get(conn, CHANNEL, amqp_cstring_bytes(queue), 0);
+	snprintf(what, sizeof(what), "get from queue %s", queue);
+	if (reply_err(r, what, err) == -1)
+		return -1;
+	if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+		return 0;
+	ok = r.reply.decoded;
+	ev->kind = JOBQ_EV_DELIVERY;
+	ev->tag = ok->delivery_tag;
+	ev->redelivered = ok->redelivered;
+	if (read_content(conn, ev, err) == -1)
+		return -1;
+	return 1;
 }
 
 /* Whether a frame can be read without waiting on the socket. */

@@ -298,18 +298,43 @@ env_or(const char *name, const char *def)
 	return v != NULL && *v != '\0' ? v : def;
 }
 
+/*
+ * Split a list of broker URLs at spaces, tabs and line ends into the
+ * configuration; the list is kept for the life of the program.  URLs
+ * past JOBQ_MAX_URLS are left out.
+ */
+static void
+split_urls(struct jobq_config *cfg, const char *list)
+{
+	static char	*copy;
+	char		*p, *save = NULL;
+
+	free(copy);
+	cfg->n_urls = 0;
+	if ((copy = strdup(list)) != NULL)
+		for (p = strtok_r(copy, " \t\n", &save); p != NULL &&
+		    cfg->n_urls < JOBQ_MAX_URLS;
+		    p = strtok_r(NULL, " \t\n", &save))
+			cfg->amqp_urls[cfg->n_urls++] = p;
+	if (cfg->n_urls == 0)
+		cfg->amqp_urls[cfg->n_urls++] = JOBQ_DEFAULT_AMQP_URL;
+	cfg->amqp_url = cfg->amqp_urls[0];
+}
+
 /* Fill a configuration from the defaults and the JOBQ_* variables. */
 void
 jobq_config_init(struct jobq_config *cfg)
 {
 	long	 size;
 
-	cfg->amqp_url = env_or("JOBQ_AMQP_URL", JOBQ_DEFAULT_AMQP_URL);
+	memset(cfg, 0, sizeof(*cfg));
+	split_urls(cfg, env_or("JOBQ_AMQP_URL", JOBQ_DEFAULT_AMQP_URL));
 	cfg->db_conninfo = env_or("JOBQ_DATABASE_URL", "");
 	cfg->exchange = env_or("JOBQ_EXCHANGE", JOBQ_DEFAULT_EXCHANGE);
 	cfg->job_queue = env_or("JOBQ_JOB_QUEUE", JOBQ_DEFAULT_JOB_QUEUE);
 	cfg->result_queue = env_or("JOBQ_RESULT_QUEUE",
 	    JOBQ_DEFAULT_RES_QUEUE);
+	cfg->dead_queue = env_or("JOBQ_DEAD_QUEUE", JOBQ_DEFAULT_DEAD_QUEUE);
 	cfg->max_size = JOBQ_DEFAULT_MAX_SIZE;
 	if (jobq_parse_long(getenv("JOBQ_MAX_SIZE"), 1, JOBQ_MAX_SIZE_LIMIT,
 	    &size) == 0)
@@ -333,7 +358,9 @@ jobq_opt_number(int c, const char *arg, long min, long max, const char *unit,
 
 /*
  * Apply an option that every tool which has it reads the same way:
- * -d conninfo, -q queue, -r queue, -S bytes, -u url, -x exchange.
+ * -d conninfo, -E queue, -q queue, -r queue, -S bytes, -u url,
+ * -x exchange.  -u may be given more than once: the URLs are tried in
+ * turn, and together they replace those of JOBQ_AMQP_URL.
  * Returns 1 when c is one of them, 0 when it is not, -1 with err when
  * its argument is bad.
  */
@@ -346,6 +373,9 @@ jobq_config_option(struct jobq_config *cfg, int c, const char *arg,
 	switch (c) {
 	case 'd':
 		cfg->db_conninfo = arg;
+		return 1;
+	case 'E':
+		cfg->dead_queue = arg;
 		return 1;
 	case 'q':
 		cfg->job_queue = arg;
@@ -360,7 +390,15 @@ jobq_config_option(struct jobq_config *cfg, int c, const char *arg,
 		cfg->max_size = (size_t)size;
 		return 1;
 	case 'u':
-		cfg->amqp_url = arg;
+		if (!cfg->urls_given) {
+			cfg->urls_given = 1;
+			cfg->n_urls = 0;
+		}
+		if (cfg->n_urls == JOBQ_MAX_URLS)
+			return jobq_errf(err, EX_USAGE, "-u: at most %d broker "
+			    "URLs", JOBQ_MAX_URLS);
+		cfg->amqp_urls[cfg->n_urls++] = arg;
+		cfg->amqp_url = cfg->amqp_urls[0];
 		return 1;
 	case 'x':
 		cfg->exchange = arg;
@@ -395,7 +433,8 @@ jobq_config_check(const struct jobq_config *cfg, struct jobq_err *err)
 	if (!name_valid(cfg->exchange))
 		return jobq_errf(err, EX_USAGE, "exchange name must be 1 "
 		    "to 255 bytes");
-	if (!name_valid(cfg->job_queue) || !name_valid(cfg->result_queue))
+	if (!name_valid(cfg->job_queue) || !name_valid(cfg->result_queue) ||
+	    !name_valid(cfg->dead_queue))
 		return jobq_errf(err, EX_USAGE, "queue names must be 1 to "
 		    "255 bytes");
 	return 0;

@@ -354,7 +354,7 @@ status_member(json_object *m, char status[16], struct jobq_err *err)
 	if (str_member(m, "status", &v, err) == -1)
 		return -1;
 	s = json_object_get_string(v);
-	if (!jobq_status_final(s))
+	if (!jobq_status_final(s) && strcmp(s, "retrying") != 0)
 		return jobq_errf(err, EX_DATAERR, "member \"status\": "
 		    "\"%.32s\" is not a status known here", s);
 	strcpy(status, s);

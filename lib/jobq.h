@@ -26,6 +26,8 @@
 #define JOBQ_DEFAULT_EXCHANGE	"jobq.jobs"
 #define JOBQ_DEFAULT_JOB_QUEUE	"job-added"
 #define JOBQ_DEFAULT_RES_QUEUE	"job-result"
+#define JOBQ_DEFAULT_DEAD_QUEUE	"job-dead"
+#define JOBQ_MAX_URLS		16
 #define JOBQ_DEFAULT_MAX_SIZE	(1024 * 1024)
 #define JOBQ_MAX_SIZE_LIMIT	(64 * 1024 * 1024)
 #define JOBQ_JSON_DEPTH		64
@@ -46,13 +48,44 @@ struct jobq_err {
 
 /* Settings that every tool shares; see jobq(7), CONFIGURATION. */
 struct jobq_config {
-	const char	*amqp_url;
+	const char	*amqp_url;	/* the first of amqp_urls */
+	const char	*amqp_urls[JOBQ_MAX_URLS];
+	int		 n_urls;
+	int		 url_turn;	/* the one to try first */
+	int		 urls_given;	/* -u replaced JOBQ_AMQP_URL */
 	const char	*db_conninfo;
 	const char	*exchange;
 	const char	*job_queue;
 	const char	*result_queue;
+	const char	*dead_queue;
 	size_t		 max_size;
 };
+
+/* How a message is published; see jobq_amqp_send(). */
+struct jobq_pub {
+	const char	*exchange;
+	const char	*key;		/* the routing key */
+	int		 mandatory;
+	const char	*id;		/* message_id, or NULL */
+	const char	*type;		/* type, or NULL */
+	const char	*content_type;	/* NULL: application/json */
+	amqp_table_t	 headers;	/* no entries: no headers */
+};
+
+/* The headers of a message being built; see jobq_header_str(). */
+#define JOBQ_MAX_HEADERS	8
+struct jobq_headers {
+	amqp_table_entry_t	 e[JOBQ_MAX_HEADERS];
+	int			 n;
+};
+
+/* The headers that jobq puts on the messages it moves; see jobq(7). */
+#define JOBQ_H_REASON		"x-jobq-reason"
+#define JOBQ_H_QUEUE		"x-jobq-queue"
+#define JOBQ_H_WORKER		"x-jobq-worker"
+#define JOBQ_H_FAILED_AT	"x-jobq-failed-at"
+#define JOBQ_H_ATTEMPTS		"x-jobq-attempts"
+#define JOBQ_H_DELIVERIES	"x-jobq-deliveries"
 
 /* A job as it travels on the job queue. */
 struct jobq_job {
@@ -100,6 +133,7 @@ struct jobq_event {
 	int			 redelivered;
 	amqp_bytes_t		 body;	/* until the next call */
 	char			 message_id[JOBQ_UUID_LEN + 1];
+	char			 routing_key[256];	/* returns */
 	amqp_message_t		 message;	/* internal */
 	int			 has_message;	/* internal */
 };
@@ -188,8 +222,11 @@ int	 jobq_status_final(const char *);
 
 /* amqp.c: the broker */
 int	 jobq_amqp_url_check(const char *, struct jobq_err *);
+int	 jobq_amqp_urls_check(const struct jobq_config *, struct jobq_err *);
 amqp_connection_state_t jobq_amqp_open(const char *, const char *,
 	    struct jobq_err *);
+amqp_connection_state_t jobq_amqp_connect(struct jobq_config *,
+	    const char *, struct jobq_err *);
 void	 jobq_amqp_close(amqp_connection_state_t);
 int	 jobq_amqp_declare(amqp_connection_state_t,
 	    const struct jobq_config *, struct jobq_err *);
@@ -197,9 +234,23 @@ int	 jobq_amqp_confirms(amqp_connection_state_t, struct jobq_err *);
 int	 jobq_amqp_consume(amqp_connection_state_t, const char *, int,
 	    struct jobq_err *);
 int	 jobq_amqp_cancel(amqp_connection_state_t, struct jobq_err *);
+int	 jobq_amqp_declare_retry(amqp_connection_state_t,
+	    const struct jobq_config *, int, char *, size_t,
+	    struct jobq_err *);
 int	 jobq_amqp_publish(amqp_connection_state_t, const char *,
 	    const char *, int, const char *, const char *, const char *,
 	    size_t, struct jobq_err *);
+int	 jobq_amqp_send(amqp_connection_state_t, const struct jobq_pub *,
+	    const void *, size_t, struct jobq_err *);
+void	 jobq_header_str(struct jobq_headers *, const char *, const char *);
+void	 jobq_header_int(struct jobq_headers *, const char *, long);
+amqp_table_t jobq_headers_table(struct jobq_headers *);
+int	 jobq_event_header_int(const struct jobq_event *, const char *,
+	    long *);
+int	 jobq_event_header_str(const struct jobq_event *, const char *,
+	    char *, size_t);
+int	 jobq_amqp_get(amqp_connection_state_t, const char *,
+	    struct jobq_event *, struct jobq_err *);
 int	 jobq_amqp_next(amqp_connection_state_t, int, struct jobq_event *,
 	    struct jobq_err *);
 void	 jobq_event_clear(struct jobq_event *);

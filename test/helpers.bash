@@ -14,7 +14,7 @@ PATH=$ROOT/bin:$ROOT/test:$PATH
 setup() {
 	local n=t${BATS_SUITE_TEST_NUMBER}_$$
 	export JOBQ_EXCHANGE=$n.jobs JOBQ_JOB_QUEUE=$n.added
-	export JOBQ_RESULT_QUEUE=$n.result PGDATABASE=$n
+	export JOBQ_RESULT_QUEUE=$n.result JOBQ_DEAD_QUEUE=$n.dead PGDATABASE=$n
 	export JOBQ_SQL_DIR=$ROOT/sql JOBQ_LOG=info
 	unset JOBQ_MAX_SIZE
 	createdb "$PGDATABASE"
@@ -125,4 +125,10 @@ dead_port() {
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || break
 	done
 	echo "$p"
+}
+
+# broker_ctl ARGS...: rabbitmqctl on the tests' broker.
+broker_ctl() {
+	HOME=$JOBQ_TEST_SERVERS/rabbit/home ERL_EPMD_PORT=$JOBQ_TEST_EPMD_PORT \
+	    /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$JOBQ_TEST_RABBIT_NODE" "$@"
 }

@@ -2,8 +2,9 @@
  * qtool: look at and poke the broker's queues from the tests.
  *
  *	qtool depth QUEUE	print "MESSAGES CONSUMERS" of a queue
- *	qtool get QUEUE		take one message: a line of properties,
- *				then the body; exit 1 when the queue is empty
+ *	qtool get QUEUE		take one message: a line of properties and
+ *				headers, then the body; exit 1 when the
+ *				queue is empty
  *	qtool put QUEUE BODY	publish BODY as is, persistent, confirmed
  *	qtool delete QUEUE	delete a queue
  *
@@ -51,6 +52,31 @@ print_bytes(const char *name, amqp_bytes_t b)
 	printf(" %s=%.*s", name, (int)b.len, (char *)b.bytes);
 }
 
+/* Headers as " key=value", for the string and integer kinds. */
+static void
+print_headers(const amqp_table_t *t)
+{
+	int	 i;
+
+	for (i = 0; i < t->num_entries; i++) {
+		const amqp_table_entry_t *e = &t->entries[i];
+
+		if (e->value.kind == AMQP_FIELD_KIND_UTF8 ||
+		    e->value.kind == AMQP_FIELD_KIND_BYTES)
+			printf(" %.*s=%.*s", (int)e->key.len,
+			    (char *)e->key.bytes,
+			    (int)e->value.value.bytes.len,
+			    (char *)e->value.value.bytes.bytes);
+		else if (e->value.kind == AMQP_FIELD_KIND_I64)
+			printf(" %.*s=%lld", (int)e->key.len,
+			    (char *)e->key.bytes,
+			    (long long)e->value.value.i64);
+		else if (e->value.kind == AMQP_FIELD_KIND_I32)
+			printf(" %.*s=%d", (int)e->key.len,
+			    (char *)e->key.bytes, e->value.value.i32);
+	}
+}
+
 static int
 get(amqp_connection_state_t conn, const char *queue)
 {
@@ -80,6 +106,8 @@ get(amqp_connection_state_t conn, const char *queue)
 		print_bytes("type", p->type);
 	if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG)
 		printf(" delivery_mode=%u", p->delivery_mode);
+	if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
+		print_headers(&p->headers);
 	printf("\n%.*s\n", (int)m.body.len, (char *)m.body.bytes);
 	amqp_destroy_message(&m);
 	return 0;
@@ -129,7 +157,7 @@ main(int argc, char *argv[])
 		return 64;
 	}
 	jobq_config_init(&cfg);
-	if ((conn = jobq_amqp_open(cfg.amqp_url, "qtool", &err)) == NULL)
+	if ((conn = jobq_amqp_connect(&cfg, "qtool", &err)) == NULL)
 		fail("connect", &err);
 	if (strcmp(argv[1], "depth") == 0)
 		depth(conn, argv[2]);

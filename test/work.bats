@@ -83,7 +83,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 
 @test "jobq-work: a non-zero exit fails the job with the end of stderr" {
 	handler bad 'cat >/dev/null; echo partial; echo "disk on fire" >&2; exit 3'
-	start work jobq-work -j 1 "$JOBS/h/bad"
+	start work jobq-work -j 1 -a 1 "$JOBS/h/bad"
 	echo '{"type":"x"}' | submit
 	run result_of
 	assert_output --partial '"status":"failed","result":null,"error":"exit status 3: disk on fire"'
@@ -92,7 +92,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 
 @test "jobq-work: a handler killed by a signal fails the job" {
 	handler sig 'kill -KILL $$'
-	start work jobq-work -j 1 "$JOBS/h/sig"
+	start work jobq-work -j 1 -a 1 "$JOBS/h/sig"
 	echo '{"type":"x"}' | submit
 	run result_of
 	assert_output --partial '"error":"killed by signal 9"'
@@ -100,7 +100,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 
 @test "jobq-work: only the last 2048 bytes of stderr are kept" {
 	handler loud 'i=0; while [ $i -lt 300 ]; do echo "line $i of noise" >&2; i=$((i+1)); done; exit 1'
-	start work jobq-work -j 1 "$JOBS/h/loud"
+	start work jobq-work -j 1 -a 1 "$JOBS/h/loud"
 	echo '{"type":"x"}' | submit
 	run result_of
 	assert_output --partial 'line 299 of noise"'
@@ -109,7 +109,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 
 @test "jobq-work: output larger than -S fails the job" {
 	handler big 'head -c 5000 /dev/zero | tr "\0" x'
-	start work jobq-work -j 1 -S 1000 "$JOBS/h/big"
+	start work jobq-work -j 1 -a 1 -S 1000 "$JOBS/h/big"
 	echo '{"type":"x"}' | submit
 	run result_of
 	assert_output --partial '"status":"failed"'
@@ -168,7 +168,7 @@ rm $JOBS/running/\$JOBQ_JOB_ID"
 	handler hang "sleep 60 &
 echo \$! >$JOBS/child.pid
 sleep 60"
-	start work jobq-work -j 1 -t 1 "$JOBS/h/hang"
+	start work jobq-work -j 1 -a 1 -t 1 "$JOBS/h/hang"
 	echo '{"type":"x"}' | submit
 	run result_of
 	assert_output --partial '"status":"failed"'
@@ -223,7 +223,7 @@ echo done"
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 2
 }
 
-@test "jobq-work: a message that is not a job is dropped and logged" {
+@test "jobq-work: a message that is not a job is dead-lettered and logged" {
 	start work jobq-work -j 1 cat
 	eventually has_consumer "$JOBQ_JOB_QUEUE"
 	qtool put "$JOBQ_JOB_QUEUE" 'not json'
@@ -231,11 +231,19 @@ echo done"
 	echo '{"type":"x","payload":"after"}' | submit
 	run result_of
 	assert_output --partial '"result":"after"'
-	run logged work 'msg="not a job; message dropped"'
+	run logged work 'msg="not a job; dead-lettered"'
 	assert_success
 	run logged work 'member \\"id\\": not a UUID'
 	assert_success
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_line --index 0 --regexp ' x-jobq-reason=not a job: [^ ].* x-jobq-queue='"$JOBQ_JOB_QUEUE"' x-jobq-worker=[^ ]+:[0-9]+ x-jobq-failed-at=[0-9-]+T'
+	assert_line --index 1 'not json'
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_line --index 0 --partial 'x-jobq-reason=not a job: member "id": not a UUID'
+	assert_line --index 1 '{"v":1,"id":"nope","type":"x"}'
+	assert_equal "$(depth "$JOBQ_DEAD_QUEUE")" 0
+	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
 }
 
 @test "jobq-work: logs one logfmt line per job" {
