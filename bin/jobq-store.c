@@ -8,16 +8,27 @@
  * only after the commit.  Writing is idempotent: a result delivered
  * twice leaves one row, and of two different results for one job the
  * row keeps the newer by the rule in jobq(7).
+ *
+ * When the broker or the database goes away, the batch in hand is
+ * dropped unacknowledged, so the broker delivers it again, and both
+ * connections are opened anew with a growing pause between tries.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "jobq.h"
 
 #define MAX_BATCH	10000
+#define MAX_BACKOFF	30	/* seconds between tries to reconnect */
+#define HEALTH_EVERY	5	/* seconds between touches of -f */
 
 struct item {
 	uint64_t	 tag;
@@ -33,6 +44,10 @@ struct store {
 	struct item		*batch;
 	int			 n;
 	long			 stored, batches;
+	const char		*health;	/* file kept fresh, or NULL */
+	time_t			 health_at;
+	int			 broken;	/* a connection failed */
+	struct jobq_err		 lost_err;
 };
 
 static const char		*progname = "jobq-store";
@@ -44,8 +59,8 @@ usage(int status)
 	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
 	FILE	*f = status == 0 ? stdout : stderr;
 
-	fprintf(f, "usage: %s [-hV] [-b size] [-d conninfo] [-q queue] "
-	    "[-r queue]\n\t[-u url] [-x exchange]\n", progname);
+	fprintf(f, "usage: %s [-hV] [-b size] [-d conninfo] [-f file] "
+	    "[-q queue]\n\t[-r queue] [-u url] [-x exchange]\n", progname);
 	exit(status);
 }
 
@@ -56,11 +71,33 @@ bad_option(const struct jobq_err *err)
 	usage(EX_USAGE);
 }
 
+static const char	*health_file;	/* for die() */
+
 static void
 die(const struct jobq_err *err)
 {
 	jobq_log(JOBQ_ERROR, "exiting", "err=%s", jobq_q(err->msg));
+	if (health_file != NULL)
+		unlink(health_file);
 	exit(err->code);
+}
+
+/*
+ * A connection failed: note why, to recover in the main loop.  Errors
+ * other than an unavailable server are fatal, and so is a database
+ * without the objects of jobq(7) (SQLSTATE class 42, such as a missing
+ * table): trying again cannot mend that.
+ */
+static void
+lost(struct store *s, const struct jobq_err *err)
+{
+	if (err->code != EX_UNAVAILABLE ||
+	    strncmp(err->sqlstate, "42", 2) == 0)
+		die(err);
+	if (!s->broken) {
+		s->broken = 1;
+		s->lost_err = *err;
+	}
 }
 
 static void
@@ -107,8 +144,10 @@ collect(struct store *s)
 	int			 timeout = 1000;
 
 	while (s->n < s->max_batch && !stopping) {
-		if (jobq_amqp_next(s->conn, timeout, &ev, &err) == -1)
-			die(&err);
+		if (jobq_amqp_next(s->conn, timeout, &ev, &err) == -1) {
+			lost(s, &err);
+			break;
+		}
 		if (ev.kind == JOBQ_EV_DELIVERY) {
 			add(s, &ev);
 			timeout = 0;
@@ -159,8 +198,10 @@ store_batch(struct store *s)
 		s->stored += n;
 		return;
 	}
-	if (err.code != EX_DATAERR)
-		die(&err);
+	if (err.code != EX_DATAERR) {
+		lost(s, &err);
+		return;
+	}
 	jobq_log(JOBQ_WARN, "batch refused; storing one by one",
 	    "size=%d err=%s", s->n, jobq_q(err.msg));
 	for (i = 0; i < s->n; i++) {
@@ -170,14 +211,27 @@ store_batch(struct store *s)
 			s->stored += n;
 			continue;
 		}
-		if (err.code != EX_DATAERR)
-			die(&err);
+		if (err.code != EX_DATAERR) {
+			lost(s, &err);
+			return;
+		}
 		jobq_log(JOBQ_ERROR, "result refused by the database; "
 		    "message dropped", "id=%s err=%s", s->batch[i].id,
 		    jobq_q(err.msg));
 		json_object_put(s->batch[i].msg);
 		s->batch[i].msg = NULL;
 	}
+}
+
+/* Forget the batch, settled or not. */
+static void
+clear_batch(struct store *s)
+{
+	int	 i;
+
+	for (i = 0; i < s->n; i++)
+		json_object_put(s->batch[i].msg);
+	s->n = 0;
 }
 
 /* Settle every delivery of the batch after the commit. */
@@ -192,16 +246,44 @@ settle(struct store *s)
 		if (s->batch[i].msg != NULL)
 			last = s->batch[i].tag;
 		else if (jobq_amqp_nack(s->conn, s->batch[i].tag, 0,
-		    &err) == -1)
-			die(&err);
+		    &err) == -1) {
+			lost(s, &err);
+			break;
+		}
 	/* One ack for all the stored ones: they come before "last". */
-	if (last != 0 && jobq_amqp_ack(s->conn, last, 1, &err) == -1)
-		die(&err);
-	for (i = 0; i < s->n; i++)
-		json_object_put(s->batch[i].msg);
+	if (!s->broken && last != 0 &&
+	    jobq_amqp_ack(s->conn, last, 1, &err) == -1)
+		lost(s, &err);
 	jobq_log(JOBQ_DEBUG, "batch stored", "size=%d", s->n);
+	clear_batch(s);
 	s->batches++;
-	s->n = 0;
+}
+
+/* Keep the health file fresh while consuming; remove it otherwise. */
+static void
+health(struct store *s, int up)
+{
+	time_t	 now = time(NULL);
+	int	 fd;
+
+	if (s->health == NULL)
+		return;
+	if (!up) {
+		if (s->health_at != 0)
+			unlink(s->health);
+		s->health_at = 0;
+		return;
+	}
+	if (s->health_at != 0 && now - s->health_at < HEALTH_EVERY)
+		return;
+	if ((fd = open(s->health, O_WRONLY | O_CREAT | O_CLOEXEC,
+	    0644)) == -1 || futimens(fd, NULL) == -1)
+		jobq_log(JOBQ_WARN, "cannot touch the health file",
+		    "file=%s err=%s", jobq_q(s->health),
+		    jobq_q(strerror(errno)));
+	if (fd != -1)
+		close(fd);
+	s->health_at = now;
 }
 
 static void
@@ -210,6 +292,7 @@ options(struct store *s, int argc, char *argv[])
 	static const struct option longopts[] = {
 		{ "batch",	required_argument,	NULL, 'b' },
 		{ "database",	required_argument,	NULL, 'd' },
+		{ "health-file", required_argument,	NULL, 'f' },
 		{ "help",	no_argument,		NULL, 'h' },
 		{ "queue",	required_argument,	NULL, 'q' },
 		{ "result-queue", required_argument,	NULL, 'r' },
@@ -222,9 +305,12 @@ options(struct store *s, int argc, char *argv[])
 	long		 v;
 	int		 c;
 
-	while ((c = getopt_long(argc, argv, "b:d:hq:r:u:Vx:", longopts,
+	while ((c = getopt_long(argc, argv, "b:d:f:hq:r:u:Vx:", longopts,
 	    NULL)) != -1)
 		switch (c) {
+		case 'f':
+			s->health = health_file = optarg;
+			break;
 		case 'b':
 			if (jobq_opt_number(c, optarg, 1, MAX_BATCH, NULL, &v,
 			    &err) == -1)
@@ -248,12 +334,89 @@ options(struct store *s, int argc, char *argv[])
 		usage(EX_USAGE);
 }
 
+/*
+ * Connect to the database, then to the first broker that answers, and
+ * start consuming.  -1 with err, and nothing left open, on failure.
+ */
+static int
+connect_all(struct store *s, struct jobq_err *err)
+{
+	int	 prefetch;
+
+	if ((s->db = jobq_db_open(s->cfg.db_conninfo, err)) == NULL)
+		return -1;
+	prefetch = 2 * s->max_batch > 65535 ? 65535 : 2 * s->max_batch;
+	if ((s->conn = jobq_amqp_connect(&s->cfg, progname, err)) == NULL)
+		goto fail;
+	if (jobq_amqp_declare(s->conn, &s->cfg, err) == -1 ||
+	    jobq_amqp_consume(s->conn, s->cfg.result_queue, prefetch,
+	    err) == -1) {
+		amqp_destroy_connection(s->conn);
+		s->conn = NULL;
+		goto fail;
+	}
+	return 0;
+fail:
+	PQfinish(s->db);
+	s->db = NULL;
+	return -1;
+}
+
+/* Sleep for some seconds, or less when a signal asks us to stop. */
+static void
+pause_for(int seconds)
+{
+	struct timespec	 ts = { 0, 0 };
+	long		 until = jobq_now_ms() + seconds * 1000L, left;
+
+	while (!stopping && (left = until - jobq_now_ms()) > 0) {
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * A connection failed.  Drop the batch unacknowledged, so that the
+ * broker delivers it again, close both connections, and open them
+ * again, pausing longer after each failure.
+ */
+static void
+recover(struct store *s)
+{
+	struct jobq_err	 err;
+	int		 delay;
+
+	jobq_log(JOBQ_WARN, "connection lost", "err=%s batch=%d",
+	    jobq_q(s->lost_err.msg), s->n);
+	health(s, 0);
+	clear_batch(s);
+	amqp_destroy_connection(s->conn);
+	s->conn = NULL;
+	PQfinish(s->db);
+	s->db = NULL;
+	s->broken = 0;
+	for (delay = 1; !stopping; delay = delay * 2 > MAX_BACKOFF ?
+	    MAX_BACKOFF : delay * 2) {
+		pause_for(delay);
+		if (stopping)
+			break;
+		if (connect_all(s, &err) == 0) {
+			jobq_log(JOBQ_INFO, "connection restored", NULL);
+			return;
+		}
+		if (err.code != EX_UNAVAILABLE)
+			die(&err);
+		jobq_log(JOBQ_DEBUG, "still unavailable", "err=%s",
+		    jobq_q(err.msg));
+	}
+}
+
 static void
 setup(struct store *s)
 {
 	struct sigaction	 sa;
 	struct jobq_err		 err;
-	int			 prefetch;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -265,14 +428,28 @@ setup(struct store *s)
 		perror(progname);
 		exit(EX_OSERR);
 	}
-	if ((s->db = jobq_db_open(s->cfg.db_conninfo, &err)) == NULL)
+	if (connect_all(s, &err) == -1)
 		die(&err);
-	prefetch = 2 * s->max_batch > 65535 ? 65535 : 2 * s->max_batch;
-	if ((s->conn = jobq_amqp_connect(&s->cfg, progname,
-	    &err)) == NULL || jobq_amqp_declare(s->conn, &s->cfg, &err) == -1 ||
-	    jobq_amqp_consume(s->conn, s->cfg.result_queue, prefetch,
-	    &err) == -1)
-		die(&err);
+}
+
+/* Take batches and store them until a signal; recover from losses. */
+static void
+run(struct store *s)
+{
+	while (!stopping) {
+		if (s->broken) {
+			recover(s);
+			continue;
+		}
+		collect(s);
+		if (!s->broken)
+			health(s, 1);
+		if (s->broken || s->n == 0)
+			continue;
+		store_batch(s);
+		if (!s->broken)
+			settle(s);
+	}
 }
 
 int
@@ -292,13 +469,9 @@ main(int argc, char *argv[])
 	setup(&s);
 	jobq_log(JOBQ_INFO, "started", "queue=%s batch=%d",
 	    jobq_q(s.cfg.result_queue), s.max_batch);
-	while (!stopping) {
-		collect(&s);
-		if (s.n == 0)
-			continue;
-		store_batch(&s);
-		settle(&s);
-	}
+	run(&s);
+	health(&s, 0);
+	clear_batch(&s);
 	jobq_amqp_close(s.conn);
 	PQfinish(s.db);
 	jobq_log(JOBQ_INFO, "stopped", "stored=%ld batches=%ld", s.stored,

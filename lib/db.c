@@ -89,7 +89,10 @@ db_err(PGconn *conn, PGresult *res, const char *what,
 		    line, sizeof(line));
 	else
 		first_line(PQerrorMessage(conn), line, sizeof(line));
-	return jobq_errf(err, code, "%s: %s", what, line);
+	jobq_errf(err, code, "%s: %s", what, line);
+	if (err != NULL && state != NULL)
+		snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", state);
+	return -1;
 }
 
 const char *const jobq_statuses[JOBQ_STATUSES] = {

@@ -44,6 +44,7 @@
 struct jobq_err {
 	int	 code;		/* a sysexits(3) value */
 	char	 msg[512];
+	char	 sqlstate[6];	/* of a failed statement, or "" */
 };
 
 /* Settings that every tool shares; see jobq(7), CONFIGURATION. */

@@ -213,3 +213,54 @@ stored() {
 	assert_success
 	assert_output 'jobq-store 0.1.0'
 }
+
+@test "jobq-store: a retrying result is stored and a later attempt replaces it" {
+	start_store
+	put_result "$ID" retrying 1 null
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, attempts FROM jobs")" 'retrying|1'
+	put_result "$ID" succeeded 2 '"done"'
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, attempts, result FROM jobs")" 'succeeded|2|"done"'
+}
+
+@test "jobq-store: it comes back after the broker closed its connection" {
+	start_store -f "$JOBS/health"
+	eventually test -e "$JOBS/health"
+	broker_ctl close_all_connections "test"
+	eventually logged store 'msg="connection lost"'
+	eventually logged store 'msg="connection restored"'
+	put_result "$ID" succeeded 1 '"after"'
+	eventually stored 1
+	eventually test -e "$JOBS/health"
+	run grep -c 'msg="connection lost"' "$JOBS/store.log"
+	assert_output 1
+}
+
+@test "jobq-store: results wait on the queue while the database is away" {
+	start_store -f "$JOBS/health"
+	eventually test -e "$JOBS/health"
+	psql -X -q -d postgres -c "ALTER DATABASE \"$PGDATABASE\" ALLOW_CONNECTIONS false"
+	psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$PGDATABASE'" >/dev/null
+	put_result "$ID" succeeded 1 '"kept"'
+	put_result 4b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09 succeeded 1 '"kept"'
+	eventually logged store 'msg="connection lost"'
+	eventually sh -c "[ ! -e '$JOBS/health' ]"
+	sleep 2
+	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 2
+	psql -X -q -d postgres -c "ALTER DATABASE \"$PGDATABASE\" ALLOW_CONNECTIONS true"
+	eventually stored 2
+	run logged store 'msg="connection restored"'
+	assert_success
+	kill -0 "$(cat "$JOBS/store.pid")"
+}
+
+@test "jobq-store: -f is fresh while consuming and gone after a stop" {
+	start_store -f "$JOBS/health"
+	eventually test -e "$JOBS/health"
+	run find "$JOBS/health" -newermt '-10 seconds'
+	assert_output "$JOBS/health"
+	stop store
+	assert_equal "$(cat "$JOBS/store.rc")" 0
+	[ ! -e "$JOBS/health" ]
+}
