@@ -389,7 +389,10 @@ broker_lost(struct server *s, const struct jobq_err *err)
 	s->amqp = NULL;
 }
 
-/* Wait for the broker to confirm publish number seq. */
+/*
+ * Wait for the broker to confirm publish number seq.  -1 with res set
+ * when it did not; -2 when the connection failed, which is forgotten.
+ */
 static int
 confirm(struct server *s, uint64_t seq, struct response *res)
 {
@@ -402,8 +405,7 @@ confirm(struct server *s, uint64_t seq, struct response *res)
 		if (jobq_amqp_next(s->amqp, (int)(deadline - jobq_now_ms()),
 		    &ev, &err) == -1) {
 			broker_lost(s, &err);
-			fail(res, 503, "broker unavailable");
-			return -1;
+			return -2;
 		}
 		if (ev.kind == JOBQ_EV_RETURN)
 			returned = 1;
@@ -447,6 +449,39 @@ is_json_type(const char *ct)
 	    type_is(ct, "application/x-www-form-urlencoded");
 }
 
+/*
+ * Publish a job and wait for its confirm.  A connection kept from an
+ * earlier request may have died since; then the job is published once
+ * more on a new one, which may be to another broker of the list.  The
+ * first publish may have reached the queue, but the job keeps its id,
+ * so a second copy runs again and leaves one row.
+ */
+static int
+publish(struct server *s, const struct jobq_job *job, const char *msg,
+    struct response *res)
+{
+	struct jobq_err	 err;
+	int		 kept, tries, rc;
+
+	for (tries = 0; tries < 2; tries++) {
+		kept = s->amqp != NULL;
+		if (broker(s, res) == -1)
+			return -1;
+		if (jobq_amqp_publish(s->amqp, s->cfg.exchange, job->type, 1,
+		    job->id, job->type, msg, strlen(msg), &err) == -1) {
+			broker_lost(s, &err);
+			rc = -2;
+		} else
+			rc = confirm(s, s->next_seq++, res);
+		if (rc != -2)
+			return rc;
+		if (!kept)
+			break;
+	}
+	fail(res, 503, "broker unavailable");
+	return -1;
+}
+
 /* POST /job: check the document, publish it, and wait for the confirm. */
 static void
 post_job(struct server *s, const struct jobq_http_req *req,
@@ -473,17 +508,13 @@ post_job(struct server *s, const struct jobq_http_req *req,
 		fail(res, 400, "%s", err.msg);
 		return;
 	}
-	if (broker(s, res) == -1 || (msg = jobq_job_encode(&job)) == NULL)
-		goto out;
-	rc = jobq_amqp_publish(s->amqp, s->cfg.exchange, job.type, 1, job.id,
-	    job.type, msg, strlen(msg), &err);
-	free(msg);
-	if (rc == -1) {
-		broker_lost(s, &err);
-		fail(res, 503, "broker unavailable");
+	if ((msg = jobq_job_encode(&job)) == NULL) {
+		fail(res, 503, "out of memory");
 		goto out;
 	}
-	if (confirm(s, s->next_seq++, res) == -1)
+	rc = publish(s, &job, msg, res);
+	free(msg);
+	if (rc == -1)
 		goto out;
 	o = json_object_new_object();
 	json_object_object_add(o, "id", json_object_new_string(job.id));
@@ -502,6 +533,7 @@ get_job(struct server *s, const char *id, struct response *res)
 	char		 ids[1][JOBQ_UUID_LEN + 1];
 	json_object	*row;
 	struct jobq_err	 err;
+	int		 rc;
 
 	if (jobq_uuid_canon(id, ids[0]) == -1) {
 		fail(res, 400, "not a job id (a UUID): %.64s", id);
@@ -510,7 +542,16 @@ get_job(struct server *s, const char *id, struct response *res)
 	}
 	if (database(s, res) == -1)
 		return;
-	if (jobq_db_fetch(s->db, ids, 1, &row, &err) == -1) {
+	rc = jobq_db_fetch(s->db, ids, 1, &row, &err);
+	/* A connection kept from an earlier request may have died since. */
+	if (rc == -1 && PQstatus(s->db) != CONNECTION_OK) {
+		jobq_log(JOBQ_WARN, "database connection lost", "err=%s",
+		    jobq_q(err.msg));
+		if (database(s, res) == -1)
+			return;
+		rc = jobq_db_fetch(s->db, ids, 1, &row, &err);
+	}
+	if (rc == -1) {
 		jobq_log(JOBQ_ERROR, "database query failed", "err=%s",
 		    jobq_q(err.msg));
 		fail(res, 503, "database unavailable");

@@ -431,3 +431,41 @@ nothing_published_but() {
 	assert_success
 	assert_output 'jobq-httpd 0.1.0'
 }
+
+@test "jobq-httpd: a kept broker connection that died is opened again" {
+	req='POST /job HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s'
+	{
+		printf "$req" "${#JOB}" "$JOB"
+		eventually has_depth "$JOBQ_JOB_QUEUE" 1 2>/dev/null
+		broker_ctl close_all_connections "test" >/dev/null
+		sleep 0.5
+		printf "$req" "${#JOB}" "$JOB"
+	} | jobq-httpd 2>"$JOBS/httpd.log" >"$JOBS/out"
+	run grep -c '^HTTP/1.1 202 Accepted' "$JOBS/out"
+	assert_output 2
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 2
+	run logged httpd 'msg="broker connection lost"'
+	assert_success
+}
+
+@test "jobq-httpd: a kept database connection that died is opened again" {
+	migrate
+	req='GET /job/3b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09 HTTP/1.1\r\n\r\n'
+	{
+		printf "$req"
+		sleep 0.5
+		psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$PGDATABASE'" >/dev/null
+		sleep 0.5
+		printf "$req"
+	} | jobq-httpd 2>"$JOBS/httpd.log" >"$JOBS/out"
+	run grep -c '^HTTP/1.1 404 Not Found' "$JOBS/out"
+	assert_output 2
+	run logged httpd 'msg="database connection lost"'
+	assert_success
+}
+
+@test "jobq-httpd: the broker URLs of JOBQ_AMQP_URL are tried in turn" {
+	JOBQ_AMQP_URL="amqp://guest:guest@127.0.0.1:$(dead_port)/ $JOBQ_AMQP_URL" run post "$JOB"
+	assert_line --index 0 $'HTTP/1.1 202 Accepted\r'
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 1
+}
