@@ -20,12 +20,13 @@ JOBQ_CFLAGS =	-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 		$(WARNINGS) -Ilib $(PKG_CFLAGS)
 
 TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result \
-		jobq-httpd
+		jobq-httpd jobq-dead
 BINS =		$(TOOLS:%=bin/%)
 LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/http.o lib/job.o lib/json.o
 LIB =		lib/libjobq.a
 MANS1 =		man/jobq-migrate.1 man/jobq-submit.1 man/jobq-work.1 \
-		man/jobq-store.1 man/jobq-result.1 man/jobq-stack.1
+		man/jobq-store.1 man/jobq-result.1 man/jobq-stack.1 \
+		man/jobq-dead.1
 MANS =		man/jobq.7 man/jobq-httpd.8 $(MANS1)
 HANDLERS =	handlers/echo handlers/fail handlers/sha256 handlers/sleep
 
