@@ -76,11 +76,11 @@ install: all
 	install -m 644 sql/*.sql $(DESTDIR)$(SQLDIR)
 	install -m 755 $(HANDLERS) $(DESTDIR)$(HANDLERDIR)
 	install -m 755 scripts/jobq-stack $(DESTDIR)$(BINDIR)
-	install -m 755 scripts/httpd-tcp $(DESTDIR)$(LIBEXECDIR)
+	install -m 755 scripts/httpd-tcp scripts/fresh $(DESTDIR)$(LIBEXECDIR)
 
 uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(DESTDIR)$(BINDIR)/jobq-stack \
-	    $(DESTDIR)$(LIBEXECDIR)/httpd-tcp \
+	    $(DESTDIR)$(LIBEXECDIR)/httpd-tcp $(DESTDIR)$(LIBEXECDIR)/fresh \
 	    $(MANS1:man/%=$(DESTDIR)$(MANDIR)/man1/%) \
 	    $(DESTDIR)$(MANDIR)/man7/jobq.7 \
 	    $(DESTDIR)$(MANDIR)/man8/jobq-httpd.8 \

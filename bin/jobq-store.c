@@ -403,6 +403,7 @@ recover(struct store *s)
 			break;
 		if (connect_all(s, &err) == 0) {
 			jobq_log(JOBQ_INFO, "connection restored", NULL);
+			health(s, 1);
 			return;
 		}
 		if (err.code != EX_UNAVAILABLE)
@@ -430,6 +431,7 @@ setup(struct store *s)
 	}
 	if (connect_all(s, &err) == -1)
 		die(&err);
+	health(s, 1);
 }
 
 /* Take batches and store them until a signal; recover from losses. */

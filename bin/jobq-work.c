@@ -1269,6 +1269,7 @@ recover(struct worker *w)
 			    url, sizeof(url));
 			jobq_log(JOBQ_INFO, "broker connection restored",
 			    "url=%s", jobq_q(url));
+			health(w, 1);
 			return;
 		}
 		if (err.code != EX_UNAVAILABLE)
@@ -1482,6 +1483,7 @@ setup(struct worker *w)
 	setup_signals();
 	if (connect_broker(w, &err) == -1)
 		die(&err);
+	health(w, 1);
 }
 
 static void

@@ -47,14 +47,15 @@ store rabbitmq service_healthy
 worker httpd service_healthy"
 }
 
-@test "compose: the servers and httpd have healthchecks, httpd on /healthz" {
+@test "compose: every long-running service has a healthcheck" {
 	run config
-	for svc in rabbitmq postgres httpd; do
+	for svc in rabbitmq postgres httpd store worker; do
 		printf '%s\n' "$output" | awk -v s="  $svc:" '
 		    $0 == s { on = 1; next } /^  [a-z]+:$/ { on = 0 }
 		    on && /healthcheck:/ { found = 1 } END { exit !found }'
 	done
 	assert_output --partial 'http://127.0.0.1:8080/healthz'
+	assert_output --partial '/usr/local/libexec/jobq/fresh'
 }
 
 @test "compose: workers scale, credentials come from the environment" {

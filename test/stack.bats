@@ -58,6 +58,19 @@ stack() {
 	assert_line 'queue job-added: 0 ready'
 }
 
+@test "jobq-stack: status tells a worker that is not consuming" {
+	f=$STACK/pids/work.health
+	# Right after a touch, the next is five seconds away.
+	m=$(stat -c %Y "$f")
+	eventually sh -c "[ \$(stat -c %Y '$f') != $m ]"
+	touch -d '1 hour ago' "$f"
+	run stack status
+	assert_failure 3
+	assert_line --regexp '^work +[0-9]+ +up, not consuming$'
+	assert_line --regexp '^store +[0-9]+ +up$'
+	eventually sh -c "'$ROOT/scripts/jobq-stack' -s '$STACK' status >/dev/null"
+}
+
 @test "jobq-stack: env lets the tools of another shell reach the stack" {
 	export JOBQ_DATABASE_URL=postgresql://nobody@127.0.0.1:1/x
 	export JOBQ_JOB_QUEUE=elsewhere

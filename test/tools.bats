@@ -12,7 +12,8 @@ teardown() {
 	dropdb --if-exists --force "$PGDATABASE" 2>/dev/null || true
 }
 
-TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result jobq-httpd"
+TOOLS="jobq-migrate jobq-submit jobq-work jobq-store jobq-result jobq-httpd
+jobq-dead"
 
 # The manual page of a tool.
 page() {
@@ -79,9 +80,12 @@ page() {
 	for t in $TOOLS; do
 		[ -x "$d/bin/$t" ]
 	done
-	for t in jobq-migrate jobq-submit jobq-work jobq-store jobq-result; do
+	for t in jobq-migrate jobq-submit jobq-work jobq-store jobq-result \
+	    jobq-dead jobq-stack; do
 		[ -f "$d/share/man/man1/$t.1" ]
 	done
+	[ -f "$d/share/jobq/sql/002_retrying.sql" ]
+	[ -x "$d/libexec/jobq/fresh" ]
 	[ -f "$d/share/man/man8/jobq-httpd.8" ]
 	[ -f "$d/share/man/man7/jobq.7" ]
 	[ -f "$d/share/jobq/sql/001_jobs.sql" ]
@@ -115,7 +119,24 @@ page() {
 	run "$d/bin/jobq-stack" -s "$JOBS/st" status
 	assert_success
 	run tr '\0' ' ' <"/proc/$(cat "$JOBS/st/pids/work.pid")/cmdline"
-	assert_output "jobq-work -j 1 -D $d/bin/../libexec/jobq/handlers "
+	assert_output "jobq-work -j 1 -f $JOBS/st/pids/work.health -D $d/bin/../libexec/jobq/handlers "
 	run "$d/bin/jobq-stack" -s "$JOBS/st" down -P
 	assert_success
+}
+
+@test "fresh: a health file touched lately is fresh, an old or missing one not" {
+	touch "$JOBS/h"
+	run "$ROOT/scripts/fresh" "$JOBS/h"
+	assert_success
+	touch -d '20 seconds ago' "$JOBS/h"
+	run "$ROOT/scripts/fresh" "$JOBS/h"
+	assert_failure 1
+	run "$ROOT/scripts/fresh" "$JOBS/h" 30
+	assert_success
+	run "$ROOT/scripts/fresh" "$JOBS/nothing"
+	assert_failure 1
+	run "$ROOT/scripts/fresh"
+	assert_failure 64
+	run "$ROOT/scripts/fresh" "$JOBS/h" soon
+	assert_failure 64
 }
