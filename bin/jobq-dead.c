@@ -43,7 +43,7 @@ struct letter {
 	int		 acked;
 };
 
-/* An id given to -r, and what the dead-letter queue had for it. */
+/* An id given to -P, and what the dead-letter queue had for it. */
 struct wanted {
 	char		 id[JOBQ_UUID_LEN + 1];
 	size_t		 pos;		/* among the operands */
@@ -79,7 +79,7 @@ usage(int status)
 	    "[-x exchange]\n"
 	    "       %s -A [-a attempts] [-E queue] [-q queue] [-u url] "
 	    "[-x exchange]\n"
-	    "       %s -r [-a attempts] [-E queue] [-q queue] [-u url] "
+	    "       %s -P [-a attempts] [-E queue] [-q queue] [-u url] "
 	    "[-x exchange]\n"
 	    "                 id ...\n",
 	    progname, progname, progname);
@@ -177,7 +177,7 @@ by_pos(const void *a, const void *b)
 }
 
 /*
- * Read the ids of -r, each once, sorted for lookups.  One that is not
+ * Read the ids of -P, each once, sorted for lookups.  One that is not
  * a UUID ends the program before anything is touched.
  */
 static void
@@ -250,7 +250,7 @@ options(struct dead *d, int argc, char *argv[])
 		{ "help",	no_argument,		NULL, 'h' },
 		{ "list",	no_argument,		NULL, 'l' },
 		{ "queue",	required_argument,	NULL, 'q' },
-		{ "replay",	no_argument,		NULL, 'r' },
+		{ "replay",	no_argument,		NULL, 'P' },
 		{ "amqp-url",	required_argument,	NULL, 'u' },
 		{ "version",	no_argument,		NULL, 'V' },
 		{ "exchange",	required_argument,	NULL, 'x' },
@@ -259,7 +259,7 @@ options(struct dead *d, int argc, char *argv[])
 	struct jobq_err	 err;
 	int		 c, given = 0;
 
-	while ((c = getopt_long(argc, argv, "Aa:E:hlq:ru:Vx:", longopts,
+	while ((c = getopt_long(argc, argv, "Aa:E:hlPq:u:Vx:", longopts,
 	    NULL)) != -1)
 		switch (c) {
 		case 'A':
@@ -272,7 +272,7 @@ options(struct dead *d, int argc, char *argv[])
 		case 'l':
 			set_mode(d, LIST, &given);
 			break;
-		case 'r':
+		case 'P':
 			set_mode(d, REPLAY_SOME, &given);
 			break;
 		case 'V':
@@ -468,7 +468,7 @@ chosen(struct dead *d, const struct letter *l)
 /*
  * Group the copies of each job to replay: the first in the queue is
  * the head, replayed with the highest attempt of them all, and the
- * others go with it.  Note which ids of -r were found.
+ * others go with it.  Note which ids of -P were found.
  */
 static void
 group(struct dead *d)
@@ -702,7 +702,7 @@ print_replayed(struct dead *d)
 	check_stdout();
 }
 
-/* Name the ids of -r that had no job to replay, in the order given. */
+/* Name the ids of -P that had no job to replay, in the order given. */
 static void
 report_missing(struct dead *d)
 {

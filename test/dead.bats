@@ -82,10 +82,10 @@ next_job() {
 	assert_equal "$(depth "$dead")" 1
 }
 
-@test "jobq-dead: -r replays one job as attempt 2; the others stay, in order" {
+@test "jobq-dead: -P replays one job as attempt 2; the others stay, in order" {
 	kill_jobs 3
 	stop work
-	run jobq-dead -r "$(id 2)"
+	run jobq-dead -P "$(id 2)"
 	assert_success
 	assert_output "$(id 2)"
 	assert_equal "$(depth "$JOBQ_DEAD_QUEUE")" 2
@@ -107,12 +107,12 @@ next_job() {
 @test "jobq-dead: a replay is the next attempt, with -a or the job's own attempts more" {
 	kill_jobs 1
 	stop work
-	run jobq-dead -r "$(id 1)"
+	run jobq-dead -P "$(id 1)"
 	assert_success
 	run next_job
 	assert_output --partial "\"id\":\"$(id 1)\",\"type\":\"x\",\"payload\":1,\"attempt\":2,\"max_attempts\":6,"
 	qtool put "$JOBQ_DEAD_QUEUE" "$(job_message "$ID" 3 '"max_attempts":3')"
-	run jobq-dead -a 10 -r "$ID"
+	run jobq-dead -a 10 -P "$ID"
 	assert_success
 	run next_job
 	assert_output --partial '"attempt":4,"max_attempts":6,'
@@ -196,7 +196,7 @@ echo broken >&2; exit 65'
 	run jobq-result -t 20 "$id"
 	assert_failure 1
 	assert_output --partial '"status":"failed","result":null,"error":"exit status 65: broken","attempts":1'
-	run jobq-dead -r "$id"
+	run jobq-dead -P "$id"
 	assert_success
 	assert_output "$id"
 	eventually sh -c "jobq-result '$id' | grep -q '\"status\":\"succeeded\"'"
@@ -209,7 +209,7 @@ echo broken >&2; exit 65'
 @test "jobq-dead: an id not in the queue is named; the rest is replayed; exit 1" {
 	kill_jobs 1
 	stop work
-	run --separate-stderr jobq-dead -r "$ID" "$(id 1)"
+	run --separate-stderr jobq-dead -P "$ID" "$(id 1)"
 	assert_failure 1
 	assert_output "$(id 1)"
 	assert_equal "$stderr" "jobq-dead: $ID: not in the dead-letter queue"
@@ -220,7 +220,7 @@ echo broken >&2; exit 65'
 @test "jobq-dead: an id that is not a UUID exits 65 and touches nothing" {
 	kill_jobs 1
 	stop work
-	run --separate-stderr jobq-dead -r "$(id 1)" 42
+	run --separate-stderr jobq-dead -P "$(id 1)" 42
 	assert_failure 65
 	assert_output ''
 	assert_equal "$stderr" 'jobq-dead: 42: not a job id (a UUID)'
@@ -229,7 +229,7 @@ echo broken >&2; exit 65'
 }
 
 @test "jobq-dead: a wrong command line exits 64 with the usage" {
-	for args in "-r" "$ID" "-A -r $ID" "-l -A" "-l -r $ID" "-a 3" \
+	for args in "-P" "$ID" "-A -P $ID" "-l -A" "-l -P $ID" "-a 3" \
 	    "-A $ID" "-A -a 1001" "--no-such-option" "-x"; do
 		# shellcheck disable=SC2086
 		run --separate-stderr jobq-dead $args
