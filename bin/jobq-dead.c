@@ -729,7 +729,8 @@ main(int argc, char *argv[])
 	jobq_config_init(&d.cfg);
 	d.attempts = DEFAULT_ATTEMPTS;
 	options(&d, argc, argv);
-	if (jobq_config_check(&d.cfg, &err) == -1)
+	if (jobq_config_check(&d.cfg, &err) == -1 ||
+	    jobq_amqp_urls_check(&d.cfg, &err) == -1)
 		die(&err);
 	read_ids(&d, argc - optind, argv + optind);
 	if (d.mode == LIST && (d.out = tmpfile()) == NULL) {

@@ -384,7 +384,7 @@ pause_for(int seconds)
 static void
 recover(struct store *s)
 {
-	struct jobq_err	 err;
+	struct jobq_err	 err, last = s->lost_err;
 	int		 delay;
 
 	jobq_log(JOBQ_WARN, "connection lost", "err=%s batch=%d",
@@ -408,8 +408,11 @@ recover(struct store *s)
 		}
 		if (err.code != EX_UNAVAILABLE)
 			die(&err);
-		jobq_log(JOBQ_DEBUG, "still unavailable", "err=%s",
+		/* Each new reason is worth a line; its repeats are not. */
+		jobq_log(strcmp(err.msg, last.msg) != 0 ? JOBQ_WARN :
+		    JOBQ_DEBUG, "still unavailable", "err=%s",
 		    jobq_q(err.msg));
+		last = err;
 	}
 }
 
@@ -464,7 +467,8 @@ main(int argc, char *argv[])
 	jobq_config_init(&s.cfg);
 	s.max_batch = 500;
 	options(&s, argc, argv);
-	if (jobq_config_check(&s.cfg, &err) == -1) {
+	if (jobq_config_check(&s.cfg, &err) == -1 ||
+	    jobq_amqp_urls_check(&s.cfg, &err) == -1) {
 		fprintf(stderr, "%s: %s\n", progname, err.msg);
 		return err.code;
 	}

@@ -315,7 +315,8 @@ main(int argc, char *argv[])
 		}
 	if (optind != argc)
 		usage(EX_USAGE);
-	if (jobq_config_check(&s.cfg, &err) == -1)
+	if (jobq_config_check(&s.cfg, &err) == -1 ||
+	    jobq_amqp_urls_check(&s.cfg, &err) == -1)
 		die(&err);
 
 	if ((s.reader = jobq_reader_new(s.cfg.max_size)) == NULL) {

@@ -46,6 +46,7 @@ extern char **environ;
 struct waiting {
 	uint64_t	 tag;
 	struct jobq_job	 job;
+	long		 deliveries;	/* ended without an outcome before */
 };
 
 /* A handler process and what it has written so far. */
@@ -53,6 +54,7 @@ struct run {
 	int		 busy;
 	uint64_t	 tag;
 	struct jobq_job	 job;
+	long		 deliveries;
 	pid_t		 pid;		/* 0 once reaped */
 	int		 wstatus;
 	int		 in, out, err;	/* pipe ends; -1 once closed */
@@ -365,6 +367,7 @@ start_job(struct worker *w, struct run *r)
 	r->busy = 1;
 	r->tag = q->tag;
 	r->job = q->job;
+	r->deliveries = q->deliveries;
 	r->in = r->out = r->err = -1;
 	w->qhead = (w->qhead + 1) % w->prefetch;
 	w->qlen--;
@@ -674,9 +677,10 @@ send_to(struct worker *w, uint64_t tag, const char *queue, const char *id,
 static int
 dead_letter(struct worker *w, uint64_t tag, const char *id,
     const char *type, const char *reason, int attempts, const char *body,
-    size_t len)
+    size_t len, const char *content_type)
 {
 	struct jobq_headers	 h = { .n = 0 };
+	struct jobq_pub		 pub;
 	char			 now[JOBQ_TIME_LEN + 1];
 
 	jobq_now(now);
@@ -686,7 +690,15 @@ dead_letter(struct worker *w, uint64_t tag, const char *id,
 	jobq_header_str(&h, JOBQ_H_FAILED_AT, now);
 	if (attempts > 0)
 		jobq_header_int(&h, JOBQ_H_ATTEMPTS, attempts);
-	return send_to(w, tag, w->cfg.dead_queue, id, type, &h, body, len);
+	memset(&pub, 0, sizeof(pub));
+	pub.exchange = "";
+	pub.key = w->cfg.dead_queue;
+	pub.mandatory = 1;
+	pub.id = id;
+	pub.type = type;
+	pub.content_type = content_type;
+	pub.headers = jobq_headers_table(&h);
+	return send_for(w, tag, &pub, body, len);
 }
 
 /* Publish a result message for a job. */
@@ -739,6 +751,25 @@ job_message(const struct jobq_job *job, int attempt)
 }
 
 /*
+ * Put a job that a stop keeps from running back on the job queue, with
+ * its count of deliveries as it was: a stop is not a worker's death,
+ * and should not bring a job nearer to the limit of -R.
+ */
+static void
+put_back(struct worker *w, uint64_t tag, const struct jobq_job *job,
+    long deliveries)
+{
+	struct jobq_headers	 h = { .n = 0 };
+	char			*body = job_message(job, job->attempt);
+
+	if (deliveries > 0)
+		jobq_header_int(&h, JOBQ_H_DELIVERIES, deliveries);
+	send_to(w, tag, w->cfg.job_queue, job->id, job->type, &h, body,
+	    strlen(body));
+	free(body);
+}
+
+/*
  * End a job for good: a failed result and a dead copy of the job, whose
  * reason is the error.
  */
@@ -750,7 +781,7 @@ fail_job(struct worker *w, uint64_t tag, const struct jobq_job *job,
 
 	if (send_result(w, tag, job, "failed", NULL, error, started_at) == 0)
 		dead_letter(w, tag, job->id, job->type, reason, job->attempt,
-		    body, strlen(body));
+		    body, strlen(body), NULL);
 	free(body);
 }
 
@@ -833,9 +864,7 @@ finish(struct worker *w, struct run *r)
 
 	timeout = r->job.timeout > 0 ? r->job.timeout : w->timeout;
 	if (r->abandoned) {
-		if (!w->broken && jobq_amqp_nack(w->conn, r->tag, 1,
-		    &err) == -1)
-			lost(w, &err);
+		put_back(w, r->tag, &r->job, r->deliveries);
 		jobq_log(JOBQ_INFO, "job requeued", "id=%s type=%s",
 		    r->job.id, r->job.type);
 	} else if (succeeded(r)) {
@@ -943,7 +972,9 @@ not_a_job(struct worker *w, struct jobq_event *ev, const char *why)
 	jobq_log(JOBQ_WARN, "not a job; dead-lettered", "message_id=%s "
 	    "err=%s", jobq_q(ev->message_id), jobq_q(why));
 	dead_letter(w, ev->tag, *ev->message_id != '\0' ? ev->message_id :
-	    NULL, NULL, reason, 0, ev->body.bytes, ev->body.len);
+	    NULL, NULL, reason, 0, ev->body.bytes, ev->body.len,
+	    *ev->content_type != '\0' ? ev->content_type :
+	    "application/octet-stream");
 }
 
 /*
@@ -958,16 +989,14 @@ redelivered(struct worker *w, struct jobq_event *ev, struct waiting *q)
 {
 	struct jobq_headers	 h = { .n = 0 };
 	char			 error[256];
-	long			 n = 0;
+	long			 n = q->deliveries + 1;
 
 	if (!ev->redelivered)
 		return 0;
-	if (jobq_event_header_int(ev, JOBQ_H_DELIVERIES, &n) == -1 || n < 0)
-		n = 0;
-	n++;
 	if (n >= w->max_deliveries) {
-		snprintf(error, sizeof(error), "delivered %ld times without "
-		    "an outcome: the job may be killing its worker", n);
+		snprintf(error, sizeof(error), "delivered %ld time%s without "
+		    "an outcome: the job may be killing its worker", n,
+		    n == 1 ? "" : "s");
 		jobq_log(JOBQ_WARN, "job done", "id=%s type=%s status=failed "
 		    "attempt=%d error=%s", q->job.id, q->job.type,
 		    q->job.attempt, jobq_q(error));
@@ -990,11 +1019,6 @@ delivered(struct worker *w, struct jobq_event *ev)
 	struct jobq_err	 err, derr;
 	struct waiting	*q;
 
-	if (w->draining) {
-		if (jobq_amqp_nack(w->conn, ev->tag, 1, &err) == -1)
-			lost(w, &err);
-		return;
-	}
 	if (w->qlen == w->prefetch) {
 		jobq_errf(&err, EX_SOFTWARE, "broker sent more than the "
 		    "prefetch of %d", w->prefetch);
@@ -1004,6 +1028,15 @@ delivered(struct worker *w, struct jobq_event *ev)
 	if (jobq_job_decode(ev->body.bytes, ev->body.len, &q->job,
 	    &derr) == -1) {
 		not_a_job(w, ev, derr.msg);
+		return;
+	}
+	if (jobq_event_header_int(ev, JOBQ_H_DELIVERIES,
+	    &q->deliveries) == -1 || q->deliveries < 0)
+		q->deliveries = 0;
+	if (w->draining) {
+		/* Sent before the broker saw the cancel: put it back. */
+		put_back(w, ev->tag, &q->job, q->deliveries);
+		jobq_job_clear(&q->job);
 		return;
 	}
 	if (redelivered(w, ev, q))
@@ -1060,9 +1093,7 @@ drain(struct worker *w)
 	while (w->qlen > 0) {
 		struct waiting *q = &w->queue[w->qhead];
 
-		if (!w->broken && jobq_amqp_nack(w->conn, q->tag, 1,
-		    &err) == -1)
-			lost(w, &err);
+		put_back(w, q->tag, &q->job, q->deliveries);
 		jobq_job_clear(&q->job);
 		w->qhead = (w->qhead + 1) % w->prefetch;
 		w->qlen--;
@@ -1229,7 +1260,7 @@ pause_for(struct worker *w, int seconds)
 static void
 recover(struct worker *w)
 {
-	struct jobq_err	 err;
+	struct jobq_err	 err, last;
 	char		 url[512];
 	int		 i, delay;
 
@@ -1255,6 +1286,7 @@ recover(struct worker *w)
 		w->qhead = (w->qhead + 1) % w->prefetch;
 	}
 	w->nunconf = 0;
+	last = w->lost_err;
 	amqp_destroy_connection(w->conn);
 	w->conn = NULL;
 	w->broken = 0;
@@ -1274,9 +1306,12 @@ recover(struct worker *w)
 		}
 		if (err.code != EX_UNAVAILABLE)
 			die(&err);
-		jobq_log(JOBQ_DEBUG, "broker still unavailable", "err=%s "
+		/* Each new reason is worth a line; its repeats are not. */
+		jobq_log(strcmp(err.msg, last.msg) != 0 ? JOBQ_WARN :
+		    JOBQ_DEBUG, "broker still unavailable", "err=%s "
 		    "retry_in=%d", jobq_q(err.msg), delay * 2 > MAX_BACKOFF ?
 		    MAX_BACKOFF : delay * 2);
+		last = err;
 	}
 }
 
@@ -1508,7 +1543,8 @@ main(int argc, char *argv[])
 	defaults(&w);
 	the_worker = &w;
 	options(&w, argc, argv);
-	if (jobq_config_check(&w.cfg, &err) == -1) {
+	if (jobq_config_check(&w.cfg, &err) == -1 ||
+	    jobq_amqp_urls_check(&w.cfg, &err) == -1) {
 		fprintf(stderr, "%s: %s\n", progname, err.msg);
 		return err.code;
 	}

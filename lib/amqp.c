@@ -530,6 +530,9 @@ read_content(amqp_connection_state_t conn, struct jobq_event *ev,
 	ev->has_message = 1;
 	ev->body = ev->message.body;
 	p = &ev->message.properties;
+	if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+		snprintf(ev->content_type, sizeof(ev->content_type), "%.*s",
+		    (int)p->content_type.len, (char *)p->content_type.bytes);
 	if ((p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
 	    p->message_id.len <= JOBQ_UUID_LEN) {
 		memcpy(ev->message_id, p->message_id.bytes,

@@ -135,6 +135,7 @@ struct jobq_event {
 	amqp_bytes_t		 body;	/* until the next call */
 	char			 message_id[JOBQ_UUID_LEN + 1];
 	char			 routing_key[256];	/* returns */
+	char			 content_type[256];	/* or "" */
 	amqp_message_t		 message;	/* internal */
 	int			 has_message;	/* internal */
 };

@@ -208,3 +208,27 @@ echo "not yet" >&2; exit 75'
 	JOBQ_AMQP_URL="amqp://127.0.0.1:$(dead_port)/ $url" run qtool depth "$JOBQ_JOB_QUEUE"
 	assert_success
 }
+
+@test "retry: jobs a stop puts back are not counted as redelivered" {
+	handler slow "touch $JOBS/started; sleep 1; echo done"
+	start work jobq-work -j 1 -R 1 "$JOBS/h/slow"
+	for i in 1 2 3; do echo '{"type":"x"}'; done | submit
+	eventually test -e "$JOBS/started"
+	stop work
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 2
+	# With -R 1, a job counted once would be dead at once.
+	start work2 jobq-work -j 1 -R 1 "$JOBS/h/slow"
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
+	run results
+	refute_output --partial '"status":"failed"'
+	assert_equal "$(depth "$JOBQ_DEAD_QUEUE")" 0
+}
+
+@test "retry: a bad broker URL anywhere in the list is refused at start" {
+	run jobq-work -u "$JOBQ_AMQP_URL" -u "http://127.0.0.1/" cat
+	assert_failure 64
+	assert_output 'jobq-work: http://127.0.0.1/: not an amqp:// URL'
+	JOBQ_AMQP_URL="$JOBQ_AMQP_URL amqp://u:secret@h/ http://x/" run jobq-store
+	assert_failure 64
+	refute_output --partial secret
+}
