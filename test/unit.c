@@ -1100,6 +1100,72 @@ test_http_chunked(void)
 	    "secret_equal: equal only when equal");
 }
 
+static void
+test_broker_urls(void)
+{
+	struct jobq_config	 cfg;
+	struct jobq_err		 err;
+	int			 i, rc = 0;
+
+	setenv("JOBQ_AMQP_URL", " amqp://a/ \tamqp://b:1/x\n", 1);
+	jobq_config_init(&cfg);
+	check(cfg.n_urls == 2 && same(cfg.amqp_urls[0], "amqp://a/") &&
+	    same(cfg.amqp_urls[1], "amqp://b:1/x") &&
+	    same(cfg.amqp_url, "amqp://a/"),
+	    "config: JOBQ_AMQP_URL holds URLs apart by white space");
+	jobq_config_option(&cfg, 'u', "amqp://c/", &err);
+	jobq_config_option(&cfg, 'u', "amqp://d/", &err);
+	check(cfg.n_urls == 2 && same(cfg.amqp_urls[0], "amqp://c/") &&
+	    same(cfg.amqp_urls[1], "amqp://d/"),
+	    "config: -u replaces the URLs of the variable, and adds up");
+	for (i = 2; i < JOBQ_MAX_URLS && rc != -1; i++)
+		rc = jobq_config_option(&cfg, 'u', "amqp://e/", &err);
+	rc = jobq_config_option(&cfg, 'u', "amqp://f/", &err);
+	check(rc == -1 && err.code == EX_USAGE,
+	    "config: more -u than the most URLs is a usage error");
+	setenv("JOBQ_AMQP_URL", "  ", 1);
+	jobq_config_init(&cfg);
+	check(cfg.n_urls == 1 && same(cfg.amqp_url, JOBQ_DEFAULT_AMQP_URL),
+	    "config: a blank JOBQ_AMQP_URL means the default");
+	setenv("JOBQ_AMQP_URL", "amqp://a/ http://b/", 1);
+	jobq_config_init(&cfg);
+	rc = jobq_amqp_urls_check(&cfg, &err);
+	check(rc == -1 && err.code == EX_USAGE && contains(err.msg,
+	    "http://b/"), "config: every URL of the list is checked");
+	unsetenv("JOBQ_AMQP_URL");
+	unsetenv("JOBQ_DEAD_QUEUE");
+	jobq_config_init(&cfg);
+	check(same(cfg.dead_queue, JOBQ_DEFAULT_DEAD_QUEUE),
+	    "config: the dead-letter queue is job-dead by default");
+	jobq_config_option(&cfg, 'E', "graveyard", &err);
+	check(same(cfg.dead_queue, "graveyard"),
+	    "config: -E names the dead-letter queue");
+}
+
+static void
+test_headers(void)
+{
+	struct jobq_headers	 h = { .n = 0 };
+	amqp_table_t		 t;
+	int			 i;
+
+	t = jobq_headers_table(&h);
+	check(t.num_entries == 0 && t.entries == NULL,
+	    "headers: an empty set is no table");
+	jobq_header_str(&h, JOBQ_H_REASON, "exit status 65");
+	jobq_header_int(&h, JOBQ_H_ATTEMPTS, 3);
+	t = jobq_headers_table(&h);
+	check(t.num_entries == 2 &&
+	    t.entries[0].value.kind == AMQP_FIELD_KIND_UTF8 &&
+	    t.entries[0].value.value.bytes.len == 14 &&
+	    t.entries[1].value.kind == AMQP_FIELD_KIND_I64 &&
+	    t.entries[1].value.value.i64 == 3,
+	    "headers: strings and integers keep their kinds");
+	for (i = 0; i < 20; i++)
+		jobq_header_int(&h, "x", i);
+	check(h.n == JOBQ_MAX_HEADERS, "headers: a full set takes no more");
+}
+
 int
 main(void)
 {
@@ -1130,6 +1196,8 @@ main(void)
 	test_q();
 	test_http_head();
 	test_http_chunked();
+	test_broker_urls();
+	test_headers();
 	printf("1..%d\n", tests);
 	return failures > 0;
 }
