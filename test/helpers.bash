@@ -10,8 +10,13 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 PATH=$ROOT/bin:$ROOT/test:$PATH
 
 # Each test gets its own exchange, queues and database, so that tests
-# share the servers but nothing else.
+# share the servers but nothing else.  A file with a setup of its own
+# calls _setup_world first.
 setup() {
+	_setup_world
+}
+
+_setup_world() {
 	local n=t${BATS_SUITE_TEST_NUMBER}_$$
 	export JOBQ_EXCHANGE=$n.jobs JOBQ_JOB_QUEUE=$n.added
 	export JOBQ_RESULT_QUEUE=$n.result JOBQ_DEAD_QUEUE=$n.dead PGDATABASE=$n

@@ -9,10 +9,19 @@ bats_require_minimum_version 1.5.0
 
 TIME='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z'
 
-# migrations: a copy of sql/ in $JOBS/sql, to add files to.
+# The tests of the mechanics run on a folder of the first migration
+# alone, so that later files in sql/ do not change what they expect.
+setup() {
+	_setup_world
+	mkdir "$JOBS/base"
+	cp "$ROOT/sql/001_jobs.sql" "$JOBS/base"
+	export JOBQ_SQL_DIR=$JOBS/base
+}
+
+# migrations: a copy of the base in $JOBS/sql, to add files to.
 migrations() {
 	mkdir "$JOBS/sql"
-	cp "$ROOT"/sql/*.sql "$JOBS/sql"
+	cp "$JOBS"/base/*.sql "$JOBS/sql"
 }
 
 # has_table NAME: whether this test's database holds a table NAME.
@@ -265,9 +274,24 @@ jobq-migrate: nothing to do: all 1 migrations are applied"
 	has_table x
 }
 
+@test "jobq-migrate: the migrations of sql/ apply in order, each once" {
+	run --separate-stderr jobq-migrate -m "$ROOT/sql"
+	assert_success
+	assert_equal "$stderr" "jobq-migrate: applied 001_jobs.sql
+jobq-migrate: applied 002_retrying.sql"
+	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
+	    VALUES (gen_random_uuid(), 't', 'retrying', 1, now())"
+	run sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
+	    VALUES (gen_random_uuid(), 't', 'queued', 1, now())"
+	assert_failure
+	run --separate-stderr jobq-migrate -m "$ROOT/sql"
+	assert_equal "$stderr" \
+	    "jobq-migrate: nothing to do: all 2 migrations are applied"
+}
+
 @test "jobq-migrate: -m wins over JOBQ_SQL_DIR" {
 	JOBQ_SQL_DIR=$JOBS/nowhere run --separate-stderr \
-	    jobq-migrate -m "$ROOT/sql"
+	    jobq-migrate -m "$JOBS/base"
 	assert_success
 	assert_equal "$stderr" "jobq-migrate: applied 001_jobs.sql"
 }

@@ -67,5 +67,5 @@ $id"
 	assert_line --index 1 --partial "\"result\":\"$sum\""
 	assert_line --index 2 --partial '"status":"succeeded","result":0.1'
 	assert_line --index 3 --partial '"status":"failed","result":null'
-	assert_line --index 3 --partial '"error":"exit status 1: failing on purpose: \"boom\""'
+	assert_line --index 3 --partial '"error":"exit status 65: failing on purpose: \"boom\""'
 }
