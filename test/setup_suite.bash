@@ -6,7 +6,16 @@ setup_suite() {
 	root=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	JOBQ_TEST_SERVERS=$(mktemp -d /tmp/jobq-test.XXXXXX)
 	export JOBQ_TEST_SERVERS
-	"$root/scripts/servers" start "$JOBQ_TEST_SERVERS" >&3 2>&3
+	# Free ports are only free when looked at: another program may
+	# take one before a server binds it, so a failed start has a
+	# second chance on other ports.
+	if ! "$root/scripts/servers" start "$JOBQ_TEST_SERVERS" >&3 2>&3; then
+		tail -n 20 "$JOBQ_TEST_SERVERS"/rabbit/server.log \
+		    "$JOBQ_TEST_SERVERS"/pg/postgres.log >&3 2>&1 || true
+		rm -rf "$JOBQ_TEST_SERVERS"
+		JOBQ_TEST_SERVERS=$(mktemp -d /tmp/jobq-test.XXXXXX)
+		"$root/scripts/servers" start "$JOBQ_TEST_SERVERS" >&3 2>&3
+	fi
 	# shellcheck disable=SC1091
 	. "$JOBQ_TEST_SERVERS/env"
 }
