@@ -565,21 +565,41 @@ get_job(struct server *s, const char *id, struct response *res)
 	res->body = json_body(row);
 }
 
+/*
+ * Connections kept from an earlier request may have died since: try
+ * each, and forget one that does not answer, so that it is opened
+ * again on its next use.
+ */
+static void
+revive(struct server *s)
+{
+	struct jobq_err	 err;
+	PGresult	*r;
+	long		 messages, consumers;
+
+	if (s->amqp != NULL && jobq_amqp_depth(s->amqp, s->cfg.job_queue,
+	    &messages, &consumers, &err) == -1)
+		broker_lost(s, &err);
+	if (s->db != NULL && PQstatus(s->db) == CONNECTION_OK) {
+		r = PQexec(s->db, "SELECT 1");
+		if (PQresultStatus(r) != PGRES_TUPLES_OK &&
+		    PQstatus(s->db) != CONNECTION_OK)
+			jobq_log(JOBQ_WARN, "database connection lost",
+			    "err=%s", jobq_q(PQerrorMessage(s->db)));
+		PQclear(r);
+	}
+}
+
 /* GET /healthz: whether the broker and the database answer. */
 static void
 healthz(struct server *s, struct response *res)
 {
 	struct response	 probe = { 0 };
-	struct jobq_err	 err;
 	json_object	*o = json_object_new_object();
 	PGresult	*r;
-	long		 messages, consumers;
 	int		 broker_ok, db_ok;
 
-	/* A connection kept from an earlier request must still answer. */
-	if (s->amqp != NULL && jobq_amqp_depth(s->amqp, s->cfg.job_queue,
-	    &messages, &consumers, &err) == -1)
-		broker_lost(s, &err);
+	revive(s);
 	broker_ok = broker(s, &probe) == 0;
 	free(probe.body);
 	probe.body = NULL;
@@ -669,6 +689,7 @@ metrics(struct server *s, struct response *res)
 	FILE			*f, *c;
 	int			 ok = 1;
 
+	revive(s);
 	if (broker(s, res) == -1 || database(s, res) == -1)
 		return;
 	if (jobq_db_stats(s->db, LATENCY_WINDOW, &st, &err) == -1) {

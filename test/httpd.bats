@@ -469,3 +469,22 @@ nothing_published_but() {
 	assert_line --index 0 $'HTTP/1.1 202 Accepted\r'
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 1
 }
+
+@test "jobq-httpd: /healthz and /metrics open dead kept connections again" {
+	migrate
+	req='GET /metrics HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n'
+	{
+		printf "$req"
+		sleep 1
+		broker_ctl close_all_connections "test" >/dev/null
+		psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$PGDATABASE'" >/dev/null
+		sleep 0.5
+		printf "$req"
+	} | jobq-httpd 2>"$JOBS/httpd.log" >"$JOBS/out"
+	run grep -c '^HTTP/1.1 200 OK' "$JOBS/out"
+	assert_output 4
+	run logged httpd 'msg="database connection lost"'
+	assert_success
+	run logged httpd 'msg="broker connection lost"'
+	assert_success
+}

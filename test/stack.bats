@@ -73,8 +73,9 @@ stack() {
 
 @test "jobq-stack: env lets the tools of another shell reach the stack" {
 	export JOBQ_DATABASE_URL=postgresql://nobody@127.0.0.1:1/x
-	export JOBQ_JOB_QUEUE=elsewhere
+	export JOBQ_JOB_QUEUE=elsewhere JOBQ_DEAD_QUEUE=elsewhere
 	eval "$(stack env)"
+	[ -z "${JOBQ_DEAD_QUEUE-}" ]
 	id=$(echo '{"type":"echo","payload":"via env"}' | jobq-submit)
 	run jobq-result -t 30 "$id"
 	assert_success
