@@ -310,3 +310,18 @@ echo done"
 	assert_output --partial 'guest:****@127.0.0.1'
 	refute_output --partial hunter2
 }
+
+@test "jobq-work: a handler that ignores SIGTERM at its time limit gets SIGKILL" {
+	handler stubborn "trap '' TERM
+echo \$\$ >$JOBS/stubborn.pid
+sleep 30 &
+wait
+sleep 30"
+	start work jobq-work -j 1 -a 1 -t 1 "$JOBS/h/stubborn"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"status":"failed"'
+	assert_output --partial '"error":"timed out after 1 s"'
+	run kill -0 "$(cat "$JOBS/stubborn.pid")"
+	assert_failure
+}
