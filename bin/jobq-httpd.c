@@ -320,7 +320,8 @@ read_body(struct server *s, const struct jobq_http_req *req, size_t off,
 		    req->content_length : 0)) {
 			*len = req->content_length > 0 ?
 			    (size_t)req->content_length : 0;
-			memcpy(*body, s->in + off, *len);
+			if (*len > 0)
+				memcpy(*body, s->in + off, *len);
 			*used = off + *len;
 			break;
 		}
