@@ -13,14 +13,11 @@
  * dropped unacknowledged, so the broker delivers it again, and both
  * connections are opened anew with a growing pause between tries.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +25,6 @@
 
 #define MAX_BATCH	10000
 #define MAX_BACKOFF	30	/* seconds between tries to reconnect */
-#define HEALTH_EVERY	5	/* seconds between touches of -f */
 
 struct item {
 	uint64_t	 tag;
@@ -263,27 +259,11 @@ settle(struct store *s)
 static void
 health(struct store *s, int up)
 {
-	time_t	 now = time(NULL);
-	int	 fd;
+	struct jobq_err	 err;
 
-	if (s->health == NULL)
-		return;
-	if (!up) {
-		if (s->health_at != 0)
-			unlink(s->health);
-		s->health_at = 0;
-		return;
-	}
-	if (s->health_at != 0 && now - s->health_at < HEALTH_EVERY)
-		return;
-	if ((fd = open(s->health, O_WRONLY | O_CREAT | O_CLOEXEC,
-	    0644)) == -1 || futimens(fd, NULL) == -1)
-		jobq_log(JOBQ_WARN, "cannot touch the health file",
-		    "file=%s err=%s", jobq_q(s->health),
-		    jobq_q(strerror(errno)));
-	if (fd != -1)
-		close(fd);
-	s->health_at = now;
+	if (jobq_health(s->health, up, &s->health_at, &err) == -1)
+		jobq_log(JOBQ_WARN, "cannot touch the health file", "err=%s",
+		    jobq_q(err.msg));
 }
 
 static void

@@ -37,7 +37,6 @@
 #define ERR_TAIL	2048	/* bytes of a handler's stderr kept */
 #define KILL_GRACE	5	/* seconds from SIGTERM to SIGKILL */
 #define MAX_BACKOFF	30	/* seconds between tries to reconnect */
-#define HEALTH_EVERY	5	/* seconds between touches of -f */
 #define DEFAULT_STEPS	"5,30,120,600"
 
 extern char **environ;
@@ -1049,27 +1048,11 @@ delivered(struct worker *w, struct jobq_event *ev)
 static void
 health(struct worker *w, int up)
 {
-	time_t	 now = time(NULL);
-	int	 fd;
+	struct jobq_err	 err;
 
-	if (w->health == NULL)
-		return;
-	if (!up) {
-		if (w->health_at != 0)
-			unlink(w->health);
-		w->health_at = 0;
-		return;
-	}
-	if (w->health_at != 0 && now - w->health_at < HEALTH_EVERY)
-		return;
-	if ((fd = open(w->health, O_WRONLY | O_CREAT | O_CLOEXEC,
-	    0644)) == -1 || futimens(fd, NULL) == -1)
-		jobq_log(JOBQ_WARN, "cannot touch the health file",
-		    "file=%s err=%s", jobq_q(w->health),
-		    jobq_q(strerror(errno)));
-	if (fd != -1)
-		close(fd);
-	w->health_at = now;
+	if (jobq_health(w->health, up, &w->health_at, &err) == -1)
+		jobq_log(JOBQ_WARN, "cannot touch the health file", "err=%s",
+		    jobq_q(err.msg));
 }
 
 /* Stop taking jobs: cancel the consumer and requeue what waits. */

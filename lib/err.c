@@ -8,12 +8,15 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uuid.h>
 
@@ -485,4 +488,37 @@ jobq_type_valid(const char *s)
 			return 0;
 	}
 	return 1;
+}
+
+/*
+ * Keep a health file fresh while a consumer is attached (up), touching
+ * it when JOBQ_HEALTH_EVERY seconds have passed since *at, the time of
+ * the last touch; remove it when not (up is 0).  NULL path: nothing to
+ * do.  -1 with err when the file cannot be touched; *at moves on all
+ * the same, so that a failure is reported once a period, not per call.
+ */
+int
+jobq_health(const char *path, int up, time_t *at, struct jobq_err *err)
+{
+	time_t	 now = time(NULL);
+	int	 fd, rc = 0;
+
+	if (path == NULL)
+		return 0;
+	if (!up) {
+		if (*at != 0)
+			unlink(path);
+		*at = 0;
+		return 0;
+	}
+	if (*at != 0 && now - *at < JOBQ_HEALTH_EVERY)
+		return 0;
+	*at = now;
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) == -1 ||
+	    futimens(fd, NULL) == -1)
+		rc = jobq_errf(err, EX_CANTCREAT, "health file %s: %s", path,
+		    strerror(errno));
+	if (fd != -1)
+		close(fd);
+	return rc;
 }

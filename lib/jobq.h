@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sysexits.h>
+#include <time.h>
 
 #include <amqp.h>
 #include <json.h>
@@ -40,6 +41,7 @@
 #define JOBQ_TIME_MAX		40	/* the longest time read */
 #define JOBQ_MAX_ATTEMPTS	1000
 #define JOBQ_MAX_TIMEOUT	86400
+#define JOBQ_HEALTH_EVERY	5	/* seconds between touches */
 
 struct jobq_err {
 	int	 code;		/* a sysexits(3) value */
@@ -192,6 +194,7 @@ int	 jobq_config_check(const struct jobq_config *, struct jobq_err *);
 int	 jobq_uuid_canon(const char *, char [JOBQ_UUID_LEN + 1]);
 void	 jobq_uuid_new(char [JOBQ_UUID_LEN + 1]);
 int	 jobq_type_valid(const char *);
+int	 jobq_health(const char *, int, time_t *, struct jobq_err *);
 
 /* json.c: strict JSON reading and UTF-8 */
 struct jobq_reader *jobq_reader_new(size_t);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jobq.h"
 
@@ -1166,6 +1167,30 @@ test_headers(void)
 	check(h.n == JOBQ_MAX_HEADERS, "headers: a full set takes no more");
 }
 
+static void
+test_health(void)
+{
+	struct jobq_err	 err;
+	time_t		 at = 0;
+	char		 path[] = "/tmp/jobq-unit-health.XXXXXX";
+	int		 fd, rc;
+
+	if ((fd = mkstemp(path)) != -1)
+		close(fd);
+	unlink(path);
+	rc = jobq_health(path, 1, &at, &err);
+	check(rc == 0 && at != 0 && access(path, F_OK) == 0,
+	    "health: a consumer attached makes the file");
+	rc = jobq_health(path, 0, &at, &err);
+	check(rc == 0 && at == 0 && access(path, F_OK) == -1,
+	    "health: none attached removes it");
+	rc = jobq_health("/nonexistent/dir/health", 1, &at, &err);
+	check(rc == -1 && at != 0 && contains(err.msg, "/nonexistent/dir"),
+	    "health: a file that cannot be made is an error, once a period");
+	check(jobq_health(NULL, 1, &at, &err) == 0,
+	    "health: no file, nothing to do");
+}
+
 int
 main(void)
 {
@@ -1198,6 +1223,7 @@ main(void)
 	test_http_chunked();
 	test_broker_urls();
 	test_headers();
+	test_health();
 	printf("1..%d\n", tests);
 	return failures > 0;
 }
