@@ -23,7 +23,6 @@
 
 #define WINDOW		256	/* replays in flight at once */
 #define HEADER_MAX	8192	/* bytes of a header value kept */
-#define DEFAULT_ATTEMPTS 5	/* as jobq-work's -a */
 
 enum mode { LIST, REPLAY_SOME, REPLAY_ALL };
 
@@ -727,7 +726,7 @@ main(int argc, char *argv[])
 	struct jobq_err		 err;
 
 	jobq_config_init(&d.cfg);
-	d.attempts = DEFAULT_ATTEMPTS;
+	d.attempts = JOBQ_DEFAULT_ATTEMPTS;
 	options(&d, argc, argv);
 	if (jobq_config_check(&d.cfg, &err) == -1 ||
 	    jobq_amqp_urls_check(&d.cfg, &err) == -1)
@@ -748,7 +747,12 @@ main(int argc, char *argv[])
 	}
 	release(&d);
 	/* Closing waits for the broker to have taken every ack and nack. */
-	jobq_amqp_close(d.conn);
+	if (jobq_amqp_close(d.conn) == -1 && d.mode != LIST) {
+		jobq_errf(&err, EX_TEMPFAIL, "the broker did not answer the "
+		    "close: the dead copies of the jobs replayed may still be "
+		    "there; list them before replaying again");
+		die(&err);
+	}
 	if (d.mode == LIST)
 		copy_out(&d);
 	else

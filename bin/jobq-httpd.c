@@ -391,11 +391,13 @@ broker_lost(struct server *s, const struct jobq_err *err)
 }
 
 /*
- * Wait for the broker to confirm publish number seq.  -1 with res set
- * when it did not; -2 when the connection failed, which is forgotten.
+ * Wait for the broker to confirm publish number seq, of the job id.
+ * -1 with res set when it did not; -2 when the connection failed,
+ * which is forgotten.
  */
 static int
-confirm(struct server *s, uint64_t seq, struct response *res)
+confirm(struct server *s, uint64_t seq, const char *id,
+    struct response *res)
 {
 	struct jobq_event	 ev = { 0 };
 	struct jobq_err		 err;
@@ -408,7 +410,8 @@ confirm(struct server *s, uint64_t seq, struct response *res)
 			broker_lost(s, &err);
 			return -2;
 		}
-		if (ev.kind == JOBQ_EV_RETURN)
+		/* A return for an earlier job that timed out is not ours. */
+		if (ev.kind == JOBQ_EV_RETURN && strcmp(ev.message_id, id) == 0)
 			returned = 1;
 		else if ((ev.kind == JOBQ_EV_ACK || ev.kind == JOBQ_EV_NACK) &&
 		    (ev.tag == seq || (ev.multiple && ev.tag > seq)))
@@ -473,7 +476,7 @@ publish(struct server *s, const struct jobq_job *job, const char *msg,
 			broker_lost(s, &err);
 			rc = -2;
 		} else
-			rc = confirm(s, s->next_seq++, res);
+			rc = confirm(s, s->next_seq++, job->id, res);
 		if (rc != -2)
 			return rc;
 		if (!kept)

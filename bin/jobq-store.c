@@ -24,6 +24,7 @@
 #include "jobq.h"
 
 #define MAX_BATCH	10000
+#define MAX_BATCH_BYTES	(16 * 1024 * 1024)	/* of messages in a batch */
 #define MAX_BACKOFF	30	/* seconds between tries to reconnect */
 
 struct item {
@@ -39,6 +40,7 @@ struct store {
 	int			 max_batch;
 	struct item		*batch;
 	int			 n;
+	size_t			 bytes;		/* of the batch's messages */
 	long			 stored, batches;
 	const char		*health;	/* file kept fresh, or NULL */
 	time_t			 health_at;
@@ -139,13 +141,16 @@ collect(struct store *s)
 	struct jobq_err		 err;
 	int			 timeout = 1000;
 
-	while (s->n < s->max_batch && !stopping) {
+	/* A batch is one statement, whose parameter has a size limit. */
+	while (s->n < s->max_batch && s->bytes < MAX_BATCH_BYTES &&
+	    !stopping) {
 		if (jobq_amqp_next(s->conn, timeout, &ev, &err) == -1) {
 			lost(s, &err);
 			break;
 		}
 		if (ev.kind == JOBQ_EV_DELIVERY) {
 			add(s, &ev);
+			s->bytes += ev.body.len;
 			timeout = 0;
 		} else if (ev.kind == JOBQ_EV_CANCELLED) {
 			jobq_errf(&err, EX_UNAVAILABLE, "the broker cancelled "
@@ -194,7 +199,12 @@ store_batch(struct store *s)
 		s->stored += n;
 		return;
 	}
-	if (err.code != EX_DATAERR) {
+	/*
+	 * An error that left the connection up may be the batch's own,
+	 * such as a limit that its size passed: one by one tells.
+	 */
+	if (err.code != EX_DATAERR && (PQstatus(s->db) != CONNECTION_OK ||
+	    strncmp(err.sqlstate, "42", 2) == 0 || s->n == 1)) {
 		lost(s, &err);
 		return;
 	}
@@ -228,6 +238,7 @@ clear_batch(struct store *s)
 	for (i = 0; i < s->n; i++)
 		json_object_put(s->batch[i].msg);
 	s->n = 0;
+	s->bytes = 0;
 }
 
 /* Settle every delivery of the batch after the commit. */

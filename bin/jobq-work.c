@@ -46,6 +46,7 @@ struct waiting {
 	uint64_t	 tag;
 	struct jobq_job	 job;
 	long		 deliveries;	/* ended without an outcome before */
+	time_t		 at;		/* when it was delivered */
 };
 
 /* A handler process and what it has written so far. */
@@ -69,6 +70,7 @@ struct run {
 	time_t		 deadline;	/* 0: none */
 	int		 killed;	/* 1: SIGTERM sent, 2: SIGKILL */
 	int		 timed_out;
+	time_t		 reaped_at;
 	int		 permanent;	/* failed for good, not retried */
 	int		 abandoned;	/* stopped by a shutdown: requeue */
 };
@@ -108,6 +110,7 @@ struct worker {
 	int			 nunconf, unconf_size;
 	uint64_t		 next_seq;
 	int			 draining;
+	int			 cancelled;	/* the broker took the cancel */
 	time_t			 stop_at;	/* when a shutdown abandons */
 	int			 broken;	/* the connection failed */
 	struct jobq_err		 lost_err;
@@ -353,6 +356,37 @@ close_fd(int *fd)
 	}
 }
 
+static void	 put_back(struct worker *, uint64_t, const struct jobq_job *,
+		    long);
+
+/*
+ * The broker takes a job back once it has been unacknowledged for its
+ * consumer_timeout, time in the prefetch included.  Put back the jobs
+ * at the head of the prefetch that could not finish within it: their
+ * next delivery starts the clock again.
+ */
+static void
+put_back_late(struct worker *w)
+{
+	time_t	 now = time(NULL);
+	int	 timeout;
+
+	while (w->qlen > 0) {
+		struct waiting *q = &w->queue[w->qhead];
+
+		timeout = q->job.timeout > 0 ? q->job.timeout : w->timeout;
+		if (timeout == 0 || timeout >= w->consumer_timeout ||
+		    now - q->at + timeout < w->consumer_timeout)
+			return;
+		jobq_log(JOBQ_INFO, "job waited too long to start; put back",
+		    "id=%s waited=%lld", q->job.id, (long long)(now - q->at));
+		put_back(w, q->tag, &q->job, q->deliveries);
+		jobq_job_clear(&q->job);
+		w->qhead = (w->qhead + 1) % w->prefetch;
+		w->qlen--;
+	}
+}
+
 /* Start the next waiting job in a free slot. */
 static void
 start_job(struct worker *w, struct run *r)
@@ -491,6 +525,7 @@ reap(struct worker *w)
 		if ((r = run_of(w, pid)) != NULL) {
 			r->wstatus = st;
 			r->pid = 0;
+			r->reaped_at = time(NULL);
 			/* What the handler left running goes with it. */
 			kill(-pid, SIGKILL);
 		}
@@ -523,6 +558,13 @@ check_deadlines(struct worker *w)
 	for (i = 0; i < w->njobs; i++) {
 		struct run *r = &w->runs[i];
 
+		if (r->busy && r->pid == 0 && r->wstatus != -1 &&
+		    now - r->reaped_at >= KILL_GRACE) {
+			/* Whatever holds its pipes has left its group. */
+			close_fd(&r->in);
+			close_fd(&r->out);
+			close_fd(&r->err);
+		}
 		if (!r->busy || r->pid == 0)
 			continue;
 		if (stop && !r->abandoned) {
@@ -565,9 +607,8 @@ failure_text(const struct run *r, int timeout)
 			start++;
 	if ((tail = jobq_utf8_clean(r->tail + start, n - start)) == NULL)
 		return NULL;
-	if (r->wstatus == -1) {
+	if (r->wstatus == -1)
 		return tail;
-	}
 	if ((s = malloc(strlen(what) + strlen(tail) + 3)) != NULL)
 		sprintf(s, *tail != '\0' ? "%s: %s" : "%s%s", what, tail);
 	free(tail);
@@ -1041,6 +1082,7 @@ delivered(struct worker *w, struct jobq_event *ev)
 	if (redelivered(w, ev, q))
 		return;
 	q->tag = ev->tag;
+	q->at = time(NULL);
 	w->qlen++;
 }
 
@@ -1116,6 +1158,9 @@ broker_events(struct worker *w)
 			jobq_errf(&err, EX_UNAVAILABLE, "the broker cancelled "
 			    "the consumer of %s", w->cfg.job_queue);
 			die(&err);
+			break;
+		case JOBQ_EV_CANCEL_OK:
+			w->cancelled = 1;
 			break;
 		default:
 			break;
@@ -1236,20 +1281,14 @@ pause_for(struct worker *w, int seconds)
 }
 
 /*
- * The broker connection failed.  Its deliveries go back to the queue
- * with it, so the handlers still running are killed: their jobs will
- * run again.  Then connect again, pausing longer after each failure.
+ * Kill every handler and forget every job: the deliveries of a broken
+ * connection are back on their queue, and will run again.
  */
 static void
-recover(struct worker *w)
+abandon_all(struct worker *w)
 {
-	struct jobq_err	 err, last;
-	char		 url[512];
-	int		 i, delay;
+	int	 i;
 
-	jobq_log(JOBQ_WARN, "broker connection lost", "err=%s running=%d",
-	    jobq_q(w->lost_err.msg), w->running);
-	health(w, 0);
 	for (i = 0; i < w->njobs; i++) {
 		struct run *r = &w->runs[i];
 
@@ -1269,12 +1308,29 @@ recover(struct worker *w)
 		w->qhead = (w->qhead + 1) % w->prefetch;
 	}
 	w->nunconf = 0;
-	last = w->lost_err;
+}
+
+/*
+ * The broker connection failed: abandon what it carried, then connect
+ * again, pausing longer after each failure, until it works or a signal
+ * asks us to stop.
+ */
+static void
+recover(struct worker *w)
+{
+	struct jobq_err	 err, last = w->lost_err;
+	char		 url[512];
+	int		 delay, next;
+
+	jobq_log(JOBQ_WARN, "broker connection lost", "err=%s running=%d",
+	    jobq_q(w->lost_err.msg), w->running);
+	health(w, 0);
+	abandon_all(w);
 	amqp_destroy_connection(w->conn);
 	w->conn = NULL;
 	w->broken = 0;
-	for (delay = 1; !w->draining; delay = delay * 2 > MAX_BACKOFF ?
-	    MAX_BACKOFF : delay * 2) {
+	for (delay = 1; !w->draining; delay = next) {
+		next = delay * 2 > MAX_BACKOFF ? MAX_BACKOFF : delay * 2;
 		if (pause_for(w, delay)) {
 			w->draining = 1;
 			break;
@@ -1292,8 +1348,7 @@ recover(struct worker *w)
 		/* Each new reason is worth a line; its repeats are not. */
 		jobq_log(strcmp(err.msg, last.msg) != 0 ? JOBQ_WARN :
 		    JOBQ_DEBUG, "broker still unavailable", "err=%s "
-		    "retry_in=%d", jobq_q(err.msg), delay * 2 > MAX_BACKOFF ?
-		    MAX_BACKOFF : delay * 2);
+		    "retry_in=%d", jobq_q(err.msg), next);
 		last = err;
 	}
 }
@@ -1308,11 +1363,18 @@ run(struct worker *w)
 		perror(progname);
 		exit(EX_OSERR);
 	}
-	while (w->conn != NULL &&
-	    (!w->draining || w->running > 0 || w->nunconf > 0)) {
+	/*
+	 * A stop ends once the broker has taken the cancel, after which no
+	 * delivery is on its way, and every job has been settled.
+	 */
+	while (w->conn != NULL && (!w->draining || w->running > 0 ||
+	    w->nunconf > 0 || (!w->cancelled && time(NULL) < w->stop_at +
+	    KILL_GRACE))) {
 		for (i = 0; i < w->njobs; i++) {
 			struct run *r = &w->runs[i];
 
+			if (!r->busy && w->qlen > 0 && !w->draining)
+				put_back_late(w);
 			if (!r->busy && w->qlen > 0 && !w->draining)
 				start_job(w, r);
 			if (r->busy && r->pid == 0 && r->in == -1 &&
@@ -1508,7 +1570,7 @@ static void
 defaults(struct worker *w)
 {
 	jobq_config_init(&w->cfg);
-	w->max_attempts = 5;
+	w->max_attempts = JOBQ_DEFAULT_ATTEMPTS;
 	w->max_deliveries = 5;
 	w->consumer_timeout = 1800;
 	w->grace = 30;

@@ -198,15 +198,22 @@ fail:
 	return NULL;
 }
 
-/* Close the connection politely and free it; NULL is fine. */
-void
+/*
+ * Close the connection politely and free it; NULL is fine.  -1 when the
+ * broker did not answer the close of the channel, and so may not have
+ * taken the acks sent before it.
+ */
+int
 jobq_amqp_close(amqp_connection_state_t conn)
 {
+	amqp_rpc_reply_t	 r;
+
 	if (conn == NULL)
-		return;
-	amqp_channel_close(conn, CHANNEL, AMQP_REPLY_SUCCESS);
+		return 0;
+	r = amqp_channel_close(conn, CHANNEL, AMQP_REPLY_SUCCESS);
 	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
 	amqp_destroy_connection(conn);
+	return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
 }
 
 /*

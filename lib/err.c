@@ -1,5 +1,6 @@
 /*
- * err.c: errors, log lines, numbers, timestamps and configuration.
+ * err.c: errors, log lines, numbers, timestamps, configuration and
+ * the health files of consumers.
  *
  * Log lines are logfmt, one per event, on stderr:
  *	ts=... level=info tool=jobq-work msg="job done" id=... ms=12

@@ -40,6 +40,7 @@
 #define JOBQ_TIME_LEN		27	/* 2006-01-02T15:04:05.000000Z */
 #define JOBQ_TIME_MAX		40	/* the longest time read */
 #define JOBQ_MAX_ATTEMPTS	1000
+#define JOBQ_DEFAULT_ATTEMPTS	5	/* of a job that names none */
 #define JOBQ_MAX_TIMEOUT	86400
 #define JOBQ_HEALTH_EVERY	5	/* seconds between touches */
 
@@ -232,7 +233,7 @@ amqp_connection_state_t jobq_amqp_open(const char *, const char *,
 	    struct jobq_err *);
 amqp_connection_state_t jobq_amqp_connect(struct jobq_config *,
 	    const char *, struct jobq_err *);
-void	 jobq_amqp_close(amqp_connection_state_t);
+int	 jobq_amqp_close(amqp_connection_state_t);
 int	 jobq_amqp_declare(amqp_connection_state_t,
 	    const struct jobq_config *, struct jobq_err *);
 int	 jobq_amqp_confirms(amqp_connection_state_t, struct jobq_err *);

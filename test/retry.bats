@@ -232,3 +232,28 @@ echo "not yet" >&2; exit 75'
 	assert_failure 64
 	refute_output --partial secret
 }
+
+@test "retry: a job that waited too long to start within consumer_timeout is put back" {
+	handler nap 'sleep 2; echo "\"napped\""'
+	start work jobq-work -j 1 -C 4 -t 3 "$JOBS/h/nap"
+	for i in 1 2; do echo '{"type":"x"}'; done | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	run results
+	assert_line --index 0 --partial '"status":"succeeded","result":"napped"'
+	assert_line --index 1 --partial '"status":"succeeded","result":"napped"'
+	run logged work 'msg="job waited too long to start; put back"'
+	assert_success
+	assert_equal "$(depth "$JOBQ_DEAD_QUEUE")" 0
+}
+
+@test "retry: a process that left the handler's group cannot hold its slot" {
+	handler escape "setsid sleep 60 &
+echo \$! >$JOBS/escaped.pid
+echo '\"out\"'"
+	start work jobq-work -j 1 "$JOBS/h/escape"
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	run results
+	assert_output --partial '"status":"succeeded","result":"out"'
+	kill "$(cat "$JOBS/escaped.pid")" 2>/dev/null || true
+}
