@@ -48,16 +48,20 @@ bin/jobq-migrate: lib/paths.h
 bin/%: bin/%.c $(LIB) lib/jobq.h
 	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
 
-test/unit test/qtool: $(LIB) lib/jobq.h
+test/unit test/qtool test/ceiling: $(LIB) lib/jobq.h
 	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $@.c $(LIB) $(PKG_LIBS)
 
 test/unit: test/unit.c
 test/qtool: test/qtool.c
+test/ceiling: test/ceiling.c
 
 demo:
 	scripts/demo
 
-check: all test/unit test/qtool
+bench: all test/ceiling
+	scripts/jobq-bench
+
+check: all test/unit test/qtool test/ceiling
 	scripts/deps
 	test/unit
 	bats test
@@ -90,6 +94,7 @@ uninstall:
 	    $(DESTDIR)$(PREFIX)/share/jobq $(DESTDIR)$(PREFIX)/libexec/jobq
 
 clean:
-	rm -f $(BINS) $(LIBOBJS) $(LIB) lib/paths.h test/unit test/qtool
+	rm -f $(BINS) $(LIBOBJS) $(LIB) lib/paths.h test/unit test/qtool \
+	    test/ceiling
 
-.PHONY: all check demo lint install uninstall clean FORCE
+.PHONY: all bench check demo lint install uninstall clean FORCE

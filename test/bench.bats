@@ -1,0 +1,50 @@
+#!/usr/bin/env bats
+# scripts/jobq-bench, in a small run: every measure is there, with
+# numbers, as a table, CSV and JSON.  How fast is never asserted.
+
+bats_require_minimum_version 1.5.0
+
+load '/usr/lib/bats/bats-support/load'
+load '/usr/lib/bats/bats-assert/load'
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+
+@test "bench: a small run prints every measure, and writes CSV and JSON" {
+	run --separate-stderr "$ROOT/scripts/jobq-bench" -n 300 -r 3 \
+	    -o "$BATS_TEST_TMPDIR/b.csv"
+	assert_success
+	assert_equal "$stderr" ""
+	assert_line --regexp '^measure +jobs/s +p50_ms +p90_ms +p99_ms +rss_kib +cpu_s/1000 +ratio$'
+	for m in 'broker publish' 'broker 1 hop' 'broker 2 hops' \
+	    'database copy' 'fork\+exec'; do
+		assert_line --regexp "^$m +[0-9]+ +- +- +- +- +- +-\$"
+	done
+	assert_line --regexp '^jobq one-shot +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+$'
+	assert_line --regexp '^  jobq-work -j 8 +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
+	assert_line --regexp '^  jobq-store +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
+	assert_line --regexp '^submit one \(median ms\) +- +[0-9.]+ +- +- +- +- +[0-9.]+$'
+	run cat "$BATS_TEST_TMPDIR/b.csv"
+	assert_line --index 0 'measure,jobs_s,p50_ms,p90_ms,p99_ms,rss_kib,cpu_s_per_1000,ratio'
+	assert_line --regexp '^broker 2 hops,[0-9]+,,,,,,$'
+	assert_line --regexp '^jobq-work -j 8,,,,,[0-9]+,[0-9.]+,$'
+	assert_equal "${#lines[@]}" 12
+}
+
+@test "bench: -f json writes one object per measure, null where none" {
+	run "$ROOT/scripts/jobq-bench" -n 100 -r 1 -f json \
+	    -o "$BATS_TEST_TMPDIR/b.json"
+	assert_success
+	run cat "$BATS_TEST_TMPDIR/b.json"
+	assert_line --index 0 '['
+	assert_line --regexp '^\{"measure":"broker publish","jobs_s":[0-9]+,"p50_ms":null,'
+	assert_line --regexp '"measure":"jobq one-shot","jobs_s":[0-9]+,"p50_ms":[0-9.]+,'
+	assert_line --index 12 ']'
+}
+
+@test "bench: usage errors exit 64" {
+	run "$ROOT/scripts/jobq-bench" -n 0
+	assert_failure 64
+	run "$ROOT/scripts/jobq-bench" -f xml
+	assert_failure 64
+	assert_output --partial 'usage: jobq-bench'
+}
