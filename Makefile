@@ -28,7 +28,8 @@ MANS1 =		man/jobq-migrate.1 man/jobq-submit.1 man/jobq-work.1 \
 		man/jobq-store.1 man/jobq-result.1 man/jobq-stack.1 \
 		man/jobq-dead.1
 MANS =		man/jobq.7 man/jobq-httpd.8 $(MANS1)
-HANDLERS =	handlers/echo handlers/fail handlers/sha256 handlers/sleep
+HANDLERS =	handlers/echo handlers/echo-persistent handlers/fail \
+		handlers/sha256 handlers/sleep
 
 all: $(BINS)
 

@@ -38,6 +38,7 @@
 #define KILL_GRACE	5	/* seconds from SIGTERM to SIGKILL */
 #define MAX_BACKOFF	30	/* seconds between tries to reconnect */
 #define DEFAULT_STEPS	"5,30,120,600"
+#define PERSISTENT_PREFETCH 256	/* jobs in hand at least, with -p */
 
 extern char **environ;
 
@@ -73,6 +74,18 @@ struct run {
 	time_t		 reaped_at;
 	int		 permanent;	/* failed for good, not retried */
 	int		 abandoned;	/* stopped by a shutdown: requeue */
+	int		 replied;	/* a persistent handler answered */
+	int		 eof;		/* it closed its output instead */
+	int		 retire;	/* its persistent handler must go */
+};
+
+/*
+ * A persistent handler (-p): one process that takes the jobs of its
+ * slot one after another, a line each way per job.
+ */
+struct proc {
+	pid_t		 pid;		/* 0: none running */
+	int		 in, out;	/* -1 once closed */
 };
 
 /*
@@ -89,6 +102,8 @@ struct worker {
 	amqp_connection_state_t	 conn;
 	char			**argv;	/* the handler command */
 	const char		*dir;	/* or the handlers folder */
+	int			 persistent;	/* -p */
+	struct proc		*procs;	/* of -p, one per slot */
 	int			 njobs;
 	int			 timeout;
 	int			 max_attempts;
@@ -127,7 +142,7 @@ usage(int status)
 	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
 	FILE	*f = status == 0 ? stdout : stderr;
 
-	fprintf(f, "usage: %s [-hJV] [-a attempts] [-B steps] "
+	fprintf(f, "usage: %s [-hJpV] [-a attempts] [-B steps] "
 	    "[-C seconds] [-E queue] [-f file]\n\t[-g seconds] [-j jobs] "
 	    "[-q queue] [-R deliveries] [-r queue] [-S bytes]\n\t"
 	    "[-t seconds] [-u url] [-x exchange]\n\t"
@@ -156,6 +171,10 @@ die(const struct jobq_err *err)
 	    i < the_worker->njobs; i++)
 		if (the_worker->runs[i].busy && the_worker->runs[i].pid > 0)
 			kill(-the_worker->runs[i].pid, SIGKILL);
+	for (i = 0; the_worker != NULL && the_worker->procs != NULL &&
+	    i < the_worker->njobs; i++)
+		if (the_worker->procs[i].pid > 0)
+			kill(-the_worker->procs[i].pid, SIGKILL);
 	if (the_worker != NULL && the_worker->health != NULL)
 		unlink(the_worker->health);
 	exit(err->code);
@@ -264,48 +283,46 @@ cloexec_pipe(int fds[2])
 	return 0;
 }
 
+static void
+close_fd(int *fd)
+{
+	if (*fd != -1) {
+		close(*fd);
+		*fd = -1;
+	}
+}
+
 /*
- * Start the handler of a job with pipes for its stdin, stdout and
- * stderr, in a new process group.  Returns 0, or -1 with a message in
- * err when it could not be started.
+ * Start argv in a new process group, with pipes for its stdin and
+ * stdout, and for its stderr when err_fd is not NULL (else it shares
+ * ours).  The command is looked up in PATH unless its path is given.
+ * Returns 0, or -1 with a message in err.
  */
 static int
-spawn(struct worker *w, struct run *r, struct jobq_err *err)
+start_process(char **argv, int use_path, char **env, pid_t *pid,
+    int *in_fd, int *out_fd, int *err_fd, struct jobq_err *err)
 {
 	posix_spawn_file_actions_t	 fa;
 	posix_spawnattr_t		 at;
 	sigset_t			 none, dflt;
-	char				 path[PATH_MAX], **env, *one[2];
-	char				**argv = w->argv;
-	int				 in[2], out[2], er[2], rc;
+	int				 in[2], out[2], er[2] = { -1, -1 }, rc;
 
-	if (w->dir != NULL) {
-		snprintf(path, sizeof(path), "%s/%s", w->dir, r->job.type);
-		if (access(path, X_OK) == -1)
-			return jobq_errf(err, EX_DATAERR, "no handler for "
-			    "type %s in %s", r->job.type, w->dir);
-		one[0] = path;
-		one[1] = NULL;
-		argv = one;
-	}
 	if (cloexec_pipe(in) == -1)
 		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(errno));
-	if (cloexec_pipe(out) == -1) {
+	if (cloexec_pipe(out) == -1 || (err_fd != NULL &&
+	    cloexec_pipe(er) == -1)) {
+		rc = errno;
 		close(in[0]);
 		close(in[1]);
-		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(errno));
-	}
-	if (cloexec_pipe(er) == -1) {
-		close(in[0]);
-		close(in[1]);
-		close(out[0]);
-		close(out[1]);
-		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(errno));
+		close_fd(&out[0]);
+		close_fd(&out[1]);
+		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(rc));
 	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
 	posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-	posix_spawn_file_actions_adddup2(&fa, er[1], STDERR_FILENO);
+	if (err_fd != NULL)
+		posix_spawn_file_actions_adddup2(&fa, er[1], STDERR_FILENO);
 	posix_spawnattr_init(&at);
 	sigemptyset(&none);
 	sigemptyset(&dflt);
@@ -318,43 +335,80 @@ spawn(struct worker *w, struct run *r, struct jobq_err *err)
 	posix_spawnattr_setpgroup(&at, 0);
 	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP |
 	    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	if ((env = job_env(&r->job)) == NULL)
-		rc = ENOMEM;
-	else if (w->dir != NULL)
-		rc = posix_spawn(&r->pid, argv[0], &fa, &at, argv, env);
+	if (use_path)
+		rc = posix_spawnp(pid, argv[0], &fa, &at, argv, env);
 	else
-		rc = posix_spawnp(&r->pid, argv[0], &fa, &at, argv, env);
-	free(env);
+		rc = posix_spawn(pid, argv[0], &fa, &at, argv, env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	close(in[0]);
 	close(out[1]);
-	close(er[1]);
+	close_fd(&er[1]);
 	if (rc != 0) {
 		close(in[1]);
 		close(out[0]);
-		close(er[0]);
-		r->pid = 0;
+		close_fd(&er[0]);
+		*pid = 0;
 		return jobq_errf(err, EX_UNAVAILABLE, "cannot run %s: %s",
 		    argv[0], strerror(rc));
 	}
-	r->in = in[1];
-	r->out = out[0];
-	r->err = er[0];
-	fcntl(r->in, F_SETFL, O_NONBLOCK);
-	fcntl(r->out, F_SETFL, O_NONBLOCK);
-	fcntl(r->err, F_SETFL, O_NONBLOCK);
+	*in_fd = in[1];
+	*out_fd = out[0];
+	fcntl(*in_fd, F_SETFL, O_NONBLOCK);
+	fcntl(*out_fd, F_SETFL, O_NONBLOCK);
+	if (err_fd != NULL) {
+		*err_fd = er[0];
+		fcntl(*err_fd, F_SETFL, O_NONBLOCK);
+	}
 	return 0;
 }
 
-static void
-close_fd(int *fd)
+/*
+ * Start the handler of a job, with its stderr captured.  Returns 0, or
+ * -1 with a message in err when it could not be started.
+ */
+static int
+spawn(struct worker *w, struct run *r, struct jobq_err *err)
 {
-	if (*fd != -1) {
-		close(*fd);
-		*fd = -1;
+	char	 path[PATH_MAX], **env, *one[2];
+	char	**argv = w->argv;
+	int	 rc;
+
+	if (w->dir != NULL) {
+		snprintf(path, sizeof(path), "%s/%s", w->dir, r->job.type);
+		if (access(path, X_OK) == -1)
+			return jobq_errf(err, EX_DATAERR, "no handler for "
+			    "type %s in %s", r->job.type, w->dir);
+		one[0] = path;
+		one[1] = NULL;
+		argv = one;
 	}
+	if ((env = job_env(&r->job)) == NULL)
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	rc = start_process(argv, w->dir == NULL, env, &r->pid, &r->in,
+	    &r->out, &r->err, err);
+	free(env);
+	return rc;
 }
+
+/*
+ * Give a job to the persistent handler of its slot, starting one when
+ * none runs.  The run borrows the handler's pipes.
+ */
+static int
+hand_over(struct worker *w, struct run *r, struct jobq_err *err)
+{
+	struct proc	*p = &w->procs[r - w->runs];
+
+	if (p->pid == 0 && start_process(w->argv, 1, environ, &p->pid,
+	    &p->in, &p->out, NULL, err) == -1)
+		return -1;
+	r->pid = p->pid;
+	r->in = p->in;
+	r->out = p->out;
+	return 0;
+}
+
 
 static void	 put_back(struct worker *, uint64_t, const struct jobq_job *,
 		    long);
@@ -387,6 +441,28 @@ put_back_late(struct worker *w)
 	}
 }
 
+/*
+ * The line a persistent handler reads for a job: a compact JSON object
+ * of its id, type, attempt and payload.  NULL: out of memory.
+ */
+static char *
+request_line(const struct jobq_job *job)
+{
+	json_object	*o;
+	char		*s;
+
+	if ((o = json_object_new_object()) == NULL)
+		return NULL;
+	json_object_object_add(o, "id", json_object_new_string(job->id));
+	json_object_object_add(o, "type", json_object_new_string(job->type));
+	json_object_object_add(o, "attempt",
+	    json_object_new_int(job->attempt));
+	json_object_object_add(o, "payload", json_object_get(job->payload));
+	s = strdup(jobq_json_str(o));
+	json_object_put(o);
+	return s;
+}
+
 /* Start the next waiting job in a free slot. */
 static void
 start_job(struct worker *w, struct run *r)
@@ -394,6 +470,7 @@ start_job(struct worker *w, struct run *r)
 	struct waiting	*q = &w->queue[w->qhead];
 	struct jobq_err	 err;
 	const char	*payload;
+	char		*request;
 	int		 timeout;
 
 	memset(r, 0, sizeof(*r));
@@ -410,7 +487,12 @@ start_job(struct worker *w, struct run *r)
 	timeout = r->job.timeout > 0 ? r->job.timeout : w->timeout;
 	if (timeout > 0)
 		r->deadline = time(NULL) + timeout;
-	payload = jobq_json_str(r->job.payload);
+	if ((request = w->persistent ? request_line(&r->job) : NULL) == NULL &&
+	    w->persistent) {
+		jobq_errf(&err, EX_OSERR, "out of memory");
+		die(&err);
+	}
+	payload = request != NULL ? request : jobq_json_str(r->job.payload);
 	r->input_len = strlen(payload) + 1;
 	if ((r->input = malloc(r->input_len)) == NULL) {
 		jobq_errf(&err, EX_OSERR, "out of memory");
@@ -418,12 +500,14 @@ start_job(struct worker *w, struct run *r)
 	}
 	memcpy(r->input, payload, r->input_len - 1);
 	r->input[r->input_len - 1] = '\n';
+	free(request);
 	/* Past the broker's limit the job would be taken from us. */
 	if (timeout >= w->consumer_timeout)
 		jobq_errf(&err, EX_DATAERR, "timeout of %d s is not below the "
 		    "broker's consumer_timeout of %d s", timeout,
 		    w->consumer_timeout);
-	if (timeout >= w->consumer_timeout || spawn(w, r, &err) == -1) {
+	if (timeout >= w->consumer_timeout || (w->persistent ?
+	    hand_over(w, r, &err) : spawn(w, r, &err)) == -1) {
 		snprintf(r->tail, sizeof(r->tail), "%s", err.msg);
 		r->tail_len = strlen(r->tail);
 		r->wstatus = -1;
@@ -470,6 +554,35 @@ keep_output(struct worker *w, struct run *r, const char *buf, size_t n)
 	r->output_len += n;
 }
 
+/* Done with a pipe of a run: closed, or given back to its handler. */
+static void
+let_go(struct worker *w, int *fd)
+{
+	if (w->persistent)
+		*fd = -1;
+	else
+		close_fd(fd);
+}
+
+/*
+ * A persistent handler's reply is its first line.  Anything after it
+ * would be taken for the reply to the next job: such a handler goes.
+ */
+static void
+check_reply(struct run *r)
+{
+	char	*nl;
+
+	if (r->output == NULL ||
+	    (nl = memchr(r->output, '\n', r->output_len)) == NULL)
+		return;
+	r->replied = 1;
+	r->in = r->out = -1;
+	if ((size_t)(nl - r->output) + 1 != r->output_len)
+		r->retire = 1;
+	r->output_len = (size_t)(nl - r->output);
+}
+
 /* Move bytes between a handler and its buffers as its pipes allow. */
 static void
 pump(struct worker *w, struct run *r, short in_ev, short out_ev,
@@ -485,14 +598,27 @@ pump(struct worker *w, struct run *r, short in_ev, short out_ev,
 			r->input_off += (size_t)n;
 		if ((n == -1 && errno != EAGAIN && errno != EINTR) ||
 		    r->input_off == r->input_len)
-			close_fd(&r->in);
+			let_go(w, &r->in);
 	}
 	if (r->out != -1 && out_ev != 0) {
 		n = read(r->out, buf, sizeof(buf));
 		if (n > 0)
 			keep_output(w, r, buf, (size_t)n);
-		else if (n == 0 || (errno != EAGAIN && errno != EINTR))
-			close_fd(&r->out);
+		else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+			let_go(w, &r->out);
+			/* A persistent handler without an output is no use. */
+			if (w->persistent && r->pid > 0) {
+				r->eof = 1;
+				kill(-r->pid, SIGKILL);
+			}
+		}
+		if (w->persistent)
+			check_reply(r);
+		/* A reply past the size limit will never end well. */
+		if (w->persistent && r->output_over && r->pid > 0) {
+			r->out = -1;
+			kill(-r->pid, SIGKILL);
+		}
 	}
 	if (r->err != -1 && err_ev != 0) {
 		n = read(r->err, buf, sizeof(buf));
@@ -514,6 +640,36 @@ run_of(struct worker *w, pid_t pid)
 	return NULL;
 }
 
+/* A persistent handler that ended: close what is left of it. */
+static void
+forget_proc(struct worker *w, pid_t pid)
+{
+	int	 i;
+
+	for (i = 0; w->persistent && i < w->njobs; i++)
+		if (w->procs[i].pid == pid) {
+			w->procs[i].pid = 0;
+			close_fd(&w->procs[i].in);
+			close_fd(&w->procs[i].out);
+		}
+}
+
+/*
+ * Stop a persistent handler at once, one that broke the protocol or
+ * ran out of time; the next job of its slot starts another.
+ */
+static void
+retire(struct worker *w, int slot)
+{
+	struct proc	*p = &w->procs[slot];
+
+	if (p->pid > 0)
+		kill(-p->pid, SIGKILL);
+	p->pid = 0;
+	close_fd(&p->in);
+	close_fd(&p->out);
+}
+
 static void
 reap(struct worker *w)
 {
@@ -521,14 +677,18 @@ reap(struct worker *w)
 	pid_t		 pid;
 	int		 st;
 
-	while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 		if ((r = run_of(w, pid)) != NULL) {
 			r->wstatus = st;
 			r->pid = 0;
 			r->reaped_at = time(NULL);
 			/* What the handler left running goes with it. */
 			kill(-pid, SIGKILL);
+			if (w->persistent)
+				r->in = r->out = -1;
 		}
+		forget_proc(w, pid);
+	}
 }
 
 /* Stop a handler's group: SIGTERM now, SIGKILL after a grace. */
@@ -593,6 +753,10 @@ failure_text(const struct run *r, int timeout)
 		snprintf(what, sizeof(what), "timed out after %d s", timeout);
 	else if (r->output_over)
 		snprintf(what, sizeof(what), "output larger than the limit");
+	else if (r->eof && WIFSIGNALED(r->wstatus) &&
+	    WTERMSIG(r->wstatus) == SIGKILL)
+		snprintf(what, sizeof(what), "the handler closed its output "
+		    "without a reply");
 	else if (WIFSIGNALED(r->wstatus))
 		snprintf(what, sizeof(what), "killed by signal %d",
 		    WTERMSIG(r->wstatus));
@@ -891,6 +1055,62 @@ free_run(struct worker *w, struct run *r)
 }
 
 /*
+ * Read a persistent handler's reply into the outcome of its job, as
+ * exit statuses give it for one-shot handlers: succeeded (with the
+ * result), retry (exit 75), fail (exit 65) or failed (another exit).
+ * Returns 1 when it succeeded with *value; 0 with *error and perhaps
+ * r->permanent set when it failed.
+ */
+static int
+read_reply(struct worker *w, struct run *r, json_object **value,
+    char **error)
+{
+	json_object	*o = NULL, *v;
+	struct jobq_err	 err;
+	const char	*st, *text = NULL;
+	int		 rc = 0;
+
+	*value = NULL;
+	*error = NULL;
+	if (jobq_json_parse(r->output, r->output_len, w->cfg.max_size, &o,
+	    &err) == -1)
+		text = err.msg;
+	else if (!json_object_is_type(o, json_type_object) ||
+	    !json_object_object_get_ex(o, "status", &v) ||
+	    !json_object_is_type(v, json_type_string))
+		text = "no \"status\" string";
+	else if (jobq_json_has_nul(o))
+		text = "a NUL character";
+	if (text != NULL) {
+		r->retire = 1;
+		if ((*error = malloc(strlen(text) + 32)) != NULL)
+			sprintf(*error, "bad reply from the handler: %s", text);
+		json_object_put(o);
+		return 0;
+	}
+	st = json_object_get_string(v);
+	if (strcmp(st, "succeeded") == 0) {
+		if (json_object_object_get_ex(o, "result", &v))
+			*value = json_object_get(v);
+		rc = 1;
+	} else {
+		r->permanent = strcmp(st, "fail") == 0;
+		if (json_object_object_get_ex(o, "error", &v) && v != NULL)
+			text = json_object_get_string(v);
+		else if (strcmp(st, "fail") == 0 || strcmp(st, "retry") == 0 ||
+		    strcmp(st, "failed") == 0)
+			text = st;
+		else {
+			r->retire = 1;
+			text = "bad reply from the handler: unknown status";
+		}
+		*error = strdup(text);
+	}
+	json_object_put(o);
+	return rc;
+}
+
+/*
  * Publish what a finished handler's outcome calls for and free its
  * slot: a result, and for a failure a retry or a dead copy.
  */
@@ -900,15 +1120,24 @@ finish(struct worker *w, struct run *r)
 	struct jobq_err	 err;
 	json_object	*value;
 	char		*error, reason[ERR_TAIL + 256];
-	int		 timeout, max = attempts_of(w, &r->job);
+	int		 ok, timeout, max = attempts_of(w, &r->job);
 
 	timeout = r->job.timeout > 0 ? r->job.timeout : w->timeout;
+	ok = w->persistent && r->replied && !r->abandoned ?
+	    read_reply(w, r, &value, &error) : (error = NULL, value = NULL,
+	    !w->persistent && succeeded(r));
+	if (w->persistent && (!r->replied || r->retire || r->timed_out ||
+	    r->output_over))
+		retire(w, (int)(r - w->runs));
 	if (r->abandoned) {
 		put_back(w, r->tag, &r->job, r->deliveries);
 		jobq_log(JOBQ_INFO, "job requeued", "id=%s type=%s",
 		    r->job.id, r->job.type);
-	} else if (succeeded(r)) {
-		value = output_value(w, r);
+		free(error);
+		json_object_put(value);
+	} else if (ok) {
+		if (!w->persistent)
+			value = output_value(w, r);
 		send_result(w, r->tag, &r->job, "succeeded", value, NULL,
 		    r->started_at);
 		json_object_put(value);
@@ -917,7 +1146,8 @@ finish(struct worker *w, struct run *r)
 		    r->job.type, r->job.attempt, ms_since(&r->t0));
 		w->done++;
 	} else {
-		if ((error = failure_text(r, timeout)) == NULL) {
+		if (error == NULL && (error = failure_text(r,
+		    timeout)) == NULL) {
 			jobq_errf(&err, EX_OSERR, "out of memory");
 			die(&err);
 		}
@@ -1298,11 +1528,15 @@ abandon_all(struct worker *w)
 			kill(-r->pid, SIGKILL);
 			waitpid(r->pid, NULL, 0);
 		}
+		if (w->persistent)
+			r->in = r->out = -1;
 		close_fd(&r->in);
 		close_fd(&r->out);
 		close_fd(&r->err);
 		free_run(w, r);
 	}
+	for (i = 0; w->persistent && i < w->njobs; i++)
+		retire(w, i);
 	for (; w->qlen > 0; w->qlen--) {
 		jobq_job_clear(&w->queue[w->qhead].job);
 		w->qhead = (w->qhead + 1) % w->prefetch;
@@ -1353,6 +1587,33 @@ recover(struct worker *w)
 	}
 }
 
+/*
+ * Let the persistent handlers go: the end of their input asks them to
+ * exit; those still there after a grace are killed.
+ */
+static void
+stop_procs(struct worker *w)
+{
+	long	 until = jobq_now_ms() + KILL_GRACE * 1000L;
+	int	 i, left;
+
+	for (i = 0; w->persistent && i < w->njobs; i++)
+		close_fd(&w->procs[i].in);
+	do {
+		reap(w);
+		for (i = left = 0; w->persistent && i < w->njobs; i++)
+			left += w->procs[i].pid > 0;
+		if (left > 0)
+			usleep(50000);
+	} while (left > 0 && jobq_now_ms() < until);
+	for (i = 0; w->persistent && i < w->njobs; i++)
+		if (w->procs[i].pid > 0) {
+			kill(-w->procs[i].pid, SIGKILL);
+			waitpid(w->procs[i].pid, NULL, 0);
+			retire(w, i);
+		}
+}
+
 static void
 run(struct worker *w)
 {
@@ -1377,8 +1638,9 @@ run(struct worker *w)
 				put_back_late(w);
 			if (!r->busy && w->qlen > 0 && !w->draining)
 				start_job(w, r);
-			if (r->busy && r->pid == 0 && r->in == -1 &&
-			    r->out == -1 && r->err == -1)
+			if (r->busy && (w->persistent ? r->replied ||
+			    r->pid == 0 : r->pid == 0 && r->in == -1 &&
+			    r->out == -1 && r->err == -1))
 				finish(w, r);
 		}
 		if (!w->broken)
@@ -1440,6 +1702,7 @@ options(struct worker *w, int argc, char *argv[])
 		{ "grace",	required_argument,	NULL, 'g' },
 		{ "help",	no_argument,		NULL, 'h' },
 		{ "no-jitter",	no_argument,		NULL, 'J' },
+		{ "persistent",	no_argument,		NULL, 'p' },
 		{ "jobs",	required_argument,	NULL, 'j' },
 		{ "queue",	required_argument,	NULL, 'q' },
 		{ "max-deliveries", required_argument,	NULL, 'R' },
@@ -1455,7 +1718,7 @@ options(struct worker *w, int argc, char *argv[])
 	int		 c;
 
 	while ((c = getopt_long(argc, argv,
-	    "+a:B:C:D:E:f:g:hJj:q:R:r:S:t:u:Vx:", longopts, NULL)) != -1)
+	    "+a:B:C:D:E:f:g:hJj:pq:R:r:S:t:u:Vx:", longopts, NULL)) != -1)
 		switch (c) {
 		case 'a':
 			w->max_attempts = number(c, 1, JOBQ_MAX_ATTEMPTS, NULL);
@@ -1478,6 +1741,9 @@ options(struct worker *w, int argc, char *argv[])
 			break;
 		case 'J':
 			w->jitter = 0;
+			break;
+		case 'p':
+			w->persistent = 1;
 			break;
 		case 'j':
 			w->njobs = number(c, 1, MAX_JOBS, NULL);
@@ -1505,6 +1771,10 @@ options(struct worker *w, int argc, char *argv[])
 	if ((w->dir == NULL) == (optind == argc)) {
 		fprintf(stderr, "%s: give either -D dir or a command\n",
 		    progname);
+		usage(EX_USAGE);
+	}
+	if (w->persistent && w->dir != NULL) {
+		fprintf(stderr, "%s: -p runs a command, not -D\n", progname);
 		usage(EX_USAGE);
 	}
 	if (w->timeout >= w->consumer_timeout) {
@@ -1540,21 +1810,30 @@ setup(struct worker *w)
 	struct jobq_err	 err;
 	char		 host[256];
 	long		 cpus;
+	int		 i;
 
 	if (w->njobs == 0) {
 		cpus = sysconf(_SC_NPROCESSORS_ONLN);
 		w->njobs = cpus < 1 ? 1 : cpus > MAX_JOBS ? MAX_JOBS :
 		    (int)cpus;
 	}
-	w->prefetch = 2 * w->njobs;
+	/* Persistent handlers are quick: more jobs in hand keep them fed. */
+	w->prefetch = w->persistent ? (w->njobs * 16 > PERSISTENT_PREFETCH ?
+	    w->njobs * 16 : PERSISTENT_PREFETCH) : 2 * w->njobs;
+	if (w->prefetch > 65535)
+		w->prefetch = 65535;
 	w->unconf_size = 2 * w->prefetch;
 	w->runs = calloc((size_t)w->njobs, sizeof(*w->runs));
+	w->procs = calloc((size_t)w->njobs, sizeof(*w->procs));
 	w->queue = calloc((size_t)w->prefetch, sizeof(*w->queue));
 	w->unconf = calloc((size_t)w->unconf_size, sizeof(*w->unconf));
-	if (w->runs == NULL || w->queue == NULL || w->unconf == NULL) {
+	if (w->runs == NULL || w->queue == NULL || w->unconf == NULL ||
+	    w->procs == NULL) {
 		perror(progname);
 		exit(EX_OSERR);
 	}
+	for (i = 0; i < w->njobs; i++)
+		w->procs[i].in = w->procs[i].out = -1;
 	if (gethostname(host, sizeof(host)) == -1)
 		strcpy(host, "localhost");
 	host[sizeof(host) - 1] = '\0';
@@ -1598,6 +1877,7 @@ main(int argc, char *argv[])
 	jobq_log(JOBQ_INFO, "started", "queue=%s jobs=%d prefetch=%d",
 	    jobq_q(w.cfg.job_queue), w.njobs, w.prefetch);
 	run(&w);
+	stop_procs(&w);
 	health(&w, 0);
 	jobq_amqp_close(w.conn);
 	jobq_log(JOBQ_INFO, "stopped", "jobs_done=%ld", w.done);
