@@ -59,7 +59,7 @@ test/ceiling: test/ceiling.c
 demo:
 	scripts/demo
 
-bench: all test/ceiling
+bench: all test/ceiling test/qtool
 	scripts/jobq-bench
 
 check: all test/unit test/qtool test/ceiling

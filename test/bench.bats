@@ -20,6 +20,8 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 		assert_line --regexp "^$m +[0-9]+ +- +- +- +- +- +-\$"
 	done
 	assert_line --regexp '^jobq persistent +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+$'
+	assert_line --regexp '^  at half that rate +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +-$'
+	assert_line --regexp '^jobq-store backlog +[0-9]+ +- +- +- +[0-9]+ +[0-9.]+ +[0-9.]+$'
 	assert_line --regexp '^jobq one-shot +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+$'
 	assert_line --regexp '^  jobq-work -j 8 +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
 	assert_line --regexp '^  jobq-store +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
@@ -28,7 +30,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 0 'measure,jobs_s,p50_ms,p90_ms,p99_ms,rss_kib,cpu_s_per_1000,ratio'
 	assert_line --regexp '^broker 2 hops,[0-9]+,,,,,,$'
 	assert_line --regexp '^jobq-work -j 8,,,,,[0-9]+,[0-9.]+,$'
-	assert_equal "${#lines[@]}" 15
+	assert_equal "${#lines[@]}" 19
 }
 
 @test "bench: -f json writes one object per measure, null where none" {
@@ -39,7 +41,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 0 '['
 	assert_line --regexp '^\{"measure":"broker publish","jobs_s":[0-9]+,"p50_ms":null,'
 	assert_line --regexp '"measure":"jobq one-shot","jobs_s":[0-9]+,"p50_ms":[0-9.]+,'
-	assert_line --index 15 ']'
+	assert_line --index 19 ']'
 }
 
 @test "bench: usage errors exit 64" {

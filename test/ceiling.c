@@ -14,6 +14,8 @@
  *	ceiling spawn N CMD ...	run CMD N times, 8 at once, each with a
  *				line on its standard input, as jobq-work
  *				runs a handler
+ *	ceiling pace RATE	copy standard input to standard output at
+ *				RATE lines a second
  *
  * A is JOBQ_JOB_QUEUE and B JOBQ_RESULT_QUEUE, both declared as jobq
  * declares its queues; the broker is the one JOBQ_AMQP_URL names.
@@ -246,11 +248,39 @@ spawn(long n, char **cmd)
 	}
 }
 
+/* Copy lines from stdin to stdout, RATE a second, flushed as they go. */
+static void
+pace(long rate)
+{
+	struct timespec	 ts;
+	double		 t0 = now(), due, wait;
+	char		*line = NULL;
+	size_t		 size = 0;
+	long		 n = 0;
+
+	while (getline(&line, &size, stdin) != -1) {
+		due = t0 + (double)n++ / rate;
+		if ((wait = due - now()) > 0) {
+			ts.tv_sec = (time_t)wait;
+			ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
+			fflush(stdout);
+			nanosleep(&ts, NULL);
+		}
+		fputs(line, stdout);
+	}
+	free(line);
+	if (fflush(stdout) == EOF) {
+		perror("ceiling: stdout");
+		exit(2);
+	}
+}
+
 static void
 usage(void)
 {
 	fprintf(stderr, "usage: ceiling publish N SIZE | consume N | relay N "
-	    "| drain N | one\n       ceiling spawn N command ...\n");
+	    "| drain N | one\n       ceiling spawn N command ... | "
+	    "pace RATE\n");
 	exit(2);
 }
 
@@ -275,6 +305,10 @@ main(int argc, char *argv[])
 		publish(cfg.job_queue, 1, 64);
 	else if (strcmp(argv[1], "spawn") == 0 && argc >= 4)
 		spawn(count(argv[2]), argv + 3);
+	else if (strcmp(argv[1], "pace") == 0 && argc == 3) {
+		pace(count(argv[2]));
+		return 0;
+	}
 	else
 		usage();
 	printf("%.3f\n", now() - t0);
