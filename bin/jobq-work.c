@@ -76,6 +76,7 @@ struct run {
 	int		 abandoned;	/* stopped by a shutdown: requeue */
 	int		 replied;	/* a persistent handler answered */
 	int		 eof;		/* it closed its output instead */
+	int		 handed;	/* given to a persistent handler */
 	int		 retire;	/* its persistent handler must go */
 };
 
@@ -246,7 +247,10 @@ findable(const char *cmd)
 	}
 }
 
-/* The environment of a handler: ours, with the job's variables. */
+/*
+ * The environment of a handler: ours, with the job's variables, or
+ * without any for a persistent handler (job NULL).
+ */
 static char **
 job_env(const struct jobq_job *job)
 {
@@ -262,6 +266,10 @@ job_env(const struct jobq_job *job)
 		if (strncmp(environ[i], "JOBQ_JOB_", 9) != 0 &&
 		    strncmp(environ[i], "JOBQ_ATTEMPT=", 13) != 0)
 			env[k++] = environ[i];
+	if (job == NULL) {
+		env[k] = NULL;
+		return env;
+	}
 	snprintf(id, sizeof(id), "JOBQ_JOB_ID=%s", job->id);
 	snprintf(type, sizeof(type), "JOBQ_JOB_TYPE=%s", job->type);
 	snprintf(attempt, sizeof(attempt), "JOBQ_ATTEMPT=%d", job->attempt);
@@ -399,16 +407,31 @@ static int
 hand_over(struct worker *w, struct run *r, struct jobq_err *err)
 {
 	struct proc	*p = &w->procs[r - w->runs];
+	char		**env;
+	int		 rc;
 
-	if (p->pid == 0 && start_process(w->argv, 1, environ, &p->pid,
-	    &p->in, &p->out, NULL, err) == -1)
-		return -1;
+	/* One that ended since the last job is not reaped yet. */
+	if (p->pid > 0 && waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+		kill(-p->pid, SIGKILL);
+		p->pid = 0;
+		close_fd(&p->in);
+		close_fd(&p->out);
+	}
+	if (p->pid == 0) {
+		if ((env = job_env(NULL)) == NULL)
+			return jobq_errf(err, EX_OSERR, "out of memory");
+		rc = start_process(w->argv, 1, env, &p->pid, &p->in, &p->out,
+		    NULL, err);
+		free(env);
+		if (rc == -1)
+			return -1;
+	}
 	r->pid = p->pid;
 	r->in = p->in;
 	r->out = p->out;
+	r->handed = 1;
 	return 0;
 }
-
 
 static void	 put_back(struct worker *, uint64_t, const struct jobq_job *,
 		    long);
@@ -648,6 +671,8 @@ forget_proc(struct worker *w, pid_t pid)
 
 	for (i = 0; w->persistent && i < w->njobs; i++)
 		if (w->procs[i].pid == pid) {
+			/* What it left running goes with it. */
+			kill(-pid, SIGKILL);
 			w->procs[i].pid = 0;
 			close_fd(&w->procs[i].in);
 			close_fd(&w->procs[i].out);
@@ -1093,18 +1118,18 @@ read_reply(struct worker *w, struct run *r, json_object **value,
 		if (json_object_object_get_ex(o, "result", &v))
 			*value = json_object_get(v);
 		rc = 1;
-	} else {
+	} else if (strcmp(st, "fail") == 0 || strcmp(st, "retry") == 0 ||
+	    strcmp(st, "failed") == 0) {
 		r->permanent = strcmp(st, "fail") == 0;
-		if (json_object_object_get_ex(o, "error", &v) && v != NULL)
+		if (json_object_object_get_ex(o, "error", &v) &&
+		    json_object_is_type(v, json_type_string))
 			text = json_object_get_string(v);
-		else if (strcmp(st, "fail") == 0 || strcmp(st, "retry") == 0 ||
-		    strcmp(st, "failed") == 0)
+		else
 			text = st;
-		else {
-			r->retire = 1;
-			text = "bad reply from the handler: unknown status";
-		}
 		*error = strdup(text);
+	} else {
+		r->retire = 1;
+		*error = strdup("bad reply from the handler: unknown status");
 	}
 	json_object_put(o);
 	return rc;
@@ -1123,10 +1148,11 @@ finish(struct worker *w, struct run *r)
 	int		 ok, timeout, max = attempts_of(w, &r->job);
 
 	timeout = r->job.timeout > 0 ? r->job.timeout : w->timeout;
-	ok = w->persistent && r->replied && !r->abandoned ?
+	/* A reply that came after the time limit is too late. */
+	ok = w->persistent && r->replied && !r->abandoned && !r->timed_out ?
 	    read_reply(w, r, &value, &error) : (error = NULL, value = NULL,
 	    !w->persistent && succeeded(r));
-	if (w->persistent && (!r->replied || r->retire || r->timed_out ||
+	if (r->handed && (!r->replied || r->retire || r->timed_out ||
 	    r->output_over))
 		retire(w, (int)(r - w->runs));
 	if (r->abandoned) {

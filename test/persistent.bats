@@ -126,3 +126,47 @@ while IFS= read -r line; do echo '{\"status\":\"succeeded\"}'; done"
 	assert_failure 64
 	assert_output --partial 'jobq-work: -p runs a command, not -D'
 }
+
+@test "persistent: an unknown status is a bad reply, even with an error" {
+	phandler weird 'echo "{\"status\":\"maybe\",\"error\":\"e\"}"'
+	start work jobq-work -p -j 1 -a 1 "$JOBS/h/weird"
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	run results
+	assert_output --partial '"error":"bad reply from the handler: unknown status"'
+}
+
+@test "persistent: a reply after the time limit does not count" {
+	phandler late "trap 'echo \"{\\\"status\\\":\\\"succeeded\\\",\\\"result\\\":\\\"late\\\"}\"; exit 0' TERM
+sleep 30 & wait"
+	start work jobq-work -p -j 1 -a 1 -t 1 "$JOBS/h/late"
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	run results
+	assert_output --partial '"status":"failed","result":null,"error":"timed out after 1 s"'
+}
+
+@test "persistent: a job refused before it reaches the handler spares it" {
+	phandler pid 'echo "{\"status\":\"succeeded\",\"result\":$$}"'
+	start work jobq-work -p -j 1 -C 100 "$JOBS/h/pid"
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	echo '{"type":"x","timeout":100}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
+	run results
+	assert_line --index 1 --partial 'is not below the broker'
+	first=$(printf '%s\n' "${lines[0]}" | sed 's/.*"result":\([0-9]*\).*/\1/')
+	last=$(printf '%s\n' "${lines[2]}" | sed 's/.*"result":\([0-9]*\).*/\1/')
+	assert_equal "$first" "$last"
+}
+
+@test "persistent: handlers get no job variables of the worker's own" {
+	phandler env 'echo "{\"status\":\"succeeded\",\"result\":\"${JOBQ_JOB_ID-none}\"}"'
+	JOBQ_JOB_ID=stray start work jobq-work -p -j 1 "$JOBS/h/env"
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	run results
+	assert_output --partial '"result":"none"'
+}
