@@ -124,11 +124,6 @@ struct worker {
 	int			 qhead, qlen, prefetch;
 	struct unconfirmed	*unconf;
 	int			 nunconf, unconf_size;
-	unsigned char		*settled;	/* by tag, a ring: see mark() */
-	uint64_t		 floor;		/* all tags up to it settled */
-	uint64_t		 ackable;	/* the last of them to ack */
-	uint64_t		 acked;		/* acked up to it */
-	int			 ack_every;
 	uint64_t		 next_seq;
 	int			 draining;
 	int			 cancelled;	/* the broker took the cancel */
@@ -1227,46 +1222,6 @@ forget_tag(struct worker *w, uint64_t tag)
 }
 
 /*
- * Note that a delivery is settled, to ack (how 1) or nacked already
- * (2).  Deliveries are numbered from 1 on the channel and end in any
- * order; one ack with the multiple flag covers all of them up to the
- * last that is settled without a gap.  At most a prefetch of them is
- * unacknowledged, so a ring of twice that holds what is in between.
- */
-static void
-mark(struct worker *w, uint64_t tag, int how)
-{
-	size_t	 ring = 2 * (size_t)w->prefetch;
-
-	w->settled[tag % ring] = (unsigned char)how;
-	while (w->settled[(w->floor + 1) % ring] != 0) {
-		w->floor++;
-		if (w->settled[w->floor % ring] == 1)
-			w->ackable = w->floor;
-		w->settled[w->floor % ring] = 0;
-	}
-}
-
-/*
- * Ack what is settled, once enough of it is, or at once with force:
- * the broker sends no more than the prefetch until it has the acks.
- */
-static void
-flush_acks(struct worker *w, int force)
-{
-	struct jobq_err	 err;
-
-	if (w->broken || w->ackable <= w->acked ||
-	    (!force && w->ackable - w->acked < (uint64_t)w->ack_every))
-		return;
-	if (jobq_amqp_ack(w->conn, w->ackable, 1, &err) == -1) {
-		lost(w, &err);
-		return;
-	}
-	w->acked = w->ackable;
-}
-
-/*
  * Settle the deliveries whose publishes the broker confirmed: ack each
  * once all of its publishes are confirmed, and put it back on its
  * queue when the broker refused one of them.
@@ -1293,9 +1248,9 @@ confirmed(struct worker *w, uint64_t seq, int multiple, int good)
 			    (unsigned long long)tag);
 			if (jobq_amqp_nack(w->conn, tag, 1, &err) == -1)
 				lost(w, &err);
-			mark(w, tag, 2);
-		} else if (!tag_pending(w, tag))
-			mark(w, tag, 1);
+		} else if (!tag_pending(w, tag) &&
+		    jobq_amqp_ack(w->conn, tag, 0, &err) == -1)
+			lost(w, &err);
 	}
 	for (i = k = 0; i < w->nunconf; i++)
 		if (w->unconf[i].tag != 0)
@@ -1523,8 +1478,6 @@ step(struct worker *w, struct pollfd *pfd)
 			    pfd[first[i] + 2].revents);
 	reap(w);
 	broker_events(w);
-	/* With nothing in hand, the broker must hear of every ack now. */
-	flush_acks(w, w->qlen == 0 || w->draining);
 	check_deadlines(w);
 	if (!w->draining && !w->broken)
 		health(w, 1);
@@ -1552,9 +1505,6 @@ connect_broker(struct worker *w, struct jobq_err *err)
 	    err) == -1)
 		goto fail;
 	w->next_seq = 1;
-	/* Delivery tags start again from 1 on a new channel. */
-	w->floor = w->ackable = w->acked = 0;
-	memset(w->settled, 0, 2 * (size_t)w->prefetch);
 	return 0;
 fail:
 	amqp_destroy_connection(w->conn);
@@ -1724,8 +1674,6 @@ run(struct worker *w)
 		if (w->broken)
 			recover(w);
 	}
-	if (w->conn != NULL)
-		flush_acks(w, 1);
 	free(pfd);
 }
 
@@ -1905,10 +1853,8 @@ setup(struct worker *w)
 	w->procs = calloc((size_t)w->njobs, sizeof(*w->procs));
 	w->queue = calloc((size_t)w->prefetch, sizeof(*w->queue));
 	w->unconf = calloc((size_t)w->unconf_size, sizeof(*w->unconf));
-	w->settled = calloc(2 * (size_t)w->prefetch, 1);
-	w->ack_every = w->prefetch / 4 > 0 ? w->prefetch / 4 : 1;
 	if (w->runs == NULL || w->queue == NULL || w->unconf == NULL ||
-	    w->procs == NULL || w->settled == NULL) {
+	    w->procs == NULL) {
 		perror(progname);
 		exit(EX_OSERR);
 	}
