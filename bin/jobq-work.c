@@ -262,8 +262,10 @@ job_env(const struct jobq_job *job)
 		n++;
 	if ((env = calloc(n + 4, sizeof(*env))) == NULL)
 		return NULL;
+	/* Only the job's own variables, not JOBQ_JOB_QUEUE and the like. */
 	for (i = 0; i < n; i++)
-		if (strncmp(environ[i], "JOBQ_JOB_", 9) != 0 &&
+		if (strncmp(environ[i], "JOBQ_JOB_ID=", 12) != 0 &&
+		    strncmp(environ[i], "JOBQ_JOB_TYPE=", 14) != 0 &&
 		    strncmp(environ[i], "JOBQ_ATTEMPT=", 13) != 0)
 			env[k++] = environ[i];
 	if (job == NULL) {

@@ -325,3 +325,11 @@ sleep 30"
 	run kill -0 "$(cat "$JOBS/stubborn.pid")"
 	assert_failure
 }
+
+@test "jobq-work: handlers keep JOBQ_JOB_QUEUE, lose stray job variables" {
+	handler env 'printf "\"%s %s\"" "$JOBQ_JOB_QUEUE" "$JOBQ_JOB_TYPE"'
+	JOBQ_JOB_TYPE=stray start work jobq-work -j 1 "$JOBS/h/env"
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial "\"result\":\"$JOBQ_JOB_QUEUE t\""
+}
