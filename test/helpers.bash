@@ -137,3 +137,15 @@ broker_ctl() {
 	HOME=$JOBQ_TEST_SERVERS/rabbit/home ERL_EPMD_PORT=$JOBQ_TEST_EPMD_PORT \
 	    /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$JOBQ_TEST_RABBIT_NODE" "$@"
 }
+
+# submit: jobq-submit, its ids added to $JOBS/ids.
+submit() {
+	jobq-submit >>"$JOBS/ids"
+}
+
+# results: take every result message off the result queue, one a line.
+results() {
+	while qtool get "$JOBQ_RESULT_QUEUE" >"$JOBS/msg"; do
+		tail -n 1 "$JOBS/msg"
+	done
+}

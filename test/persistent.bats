@@ -3,16 +3,6 @@
 
 load helpers
 
-submit() {
-	jobq-submit >>"$JOBS/ids"
-}
-
-results() {
-	while qtool get "$JOBQ_RESULT_QUEUE" >"$JOBS/msg"; do
-		tail -n 1 "$JOBS/msg"
-	done
-}
-
 # phandler NAME BODY: a persistent shell handler answering each line
 # with what BODY prints; $line holds the request.
 phandler() {

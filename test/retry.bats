@@ -4,17 +4,6 @@
 
 load helpers
 
-submit() {
-	jobq-submit >>"$JOBS/ids"
-}
-
-# results: every result message on the result queue, one per line.
-results() {
-	while qtool get "$JOBQ_RESULT_QUEUE" >"$JOBS/msg"; do
-		tail -n 1 "$JOBS/msg"
-	done
-}
-
 # dead_headers: the properties line of the next dead letter.
 dead_headers() {
 	qtool get "$JOBQ_DEAD_QUEUE" | head -n 1

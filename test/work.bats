@@ -9,10 +9,6 @@ result_of() {
 	qtool get "$JOBQ_RESULT_QUEUE" | tail -n 1
 }
 
-submit() {
-	jobq-submit >>"$JOBS/ids"
-}
-
 @test "jobq-work: the handler gets the payload and the job's variables" {
 	handler env 'payload=$(cat)
 printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
