@@ -26,11 +26,15 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --regexp '^  jobq-work -j 8 +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
 	assert_line --regexp '^  jobq-store +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
 	assert_line --regexp '^submit one \(median ms\) +- +[0-9.]+ +- +- +- +- +[0-9.]+$'
+	for c in 1 8; do
+		assert_line --regexp "^httpd POST, $c connections +[0-9]+ +- +- +- +- +- +[0-9.]+\$"
+		assert_line --regexp "^  $c publishers, each confirm +[0-9]+ +- +- +- +- +- +-\$"
+	done
 	run cat "$BATS_TEST_TMPDIR/b.csv"
 	assert_line --index 0 'measure,jobs_s,p50_ms,p90_ms,p99_ms,rss_kib,cpu_s_per_1000,ratio'
 	assert_line --regexp '^broker 2 hops,[0-9]+,,,,,,$'
 	assert_line --regexp '^jobq-work -j 8,,,,,[0-9]+,[0-9.]+,$'
-	assert_equal "${#lines[@]}" 19
+	assert_equal "${#lines[@]}" 23
 }
 
 @test "bench: -f json writes one object per measure, null where none" {
@@ -41,7 +45,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 0 '['
 	assert_line --regexp '^\{"measure":"broker publish","jobs_s":[0-9]+,"p50_ms":null,'
 	assert_line --regexp '"measure":"jobq one-shot","jobs_s":[0-9]+,"p50_ms":[0-9.]+,'
-	assert_line --index 19 ']'
+	assert_line --index 23 ']'
 }
 
 @test "bench: usage errors exit 64" {

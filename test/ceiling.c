@@ -16,17 +16,25 @@
  *				runs a handler
  *	ceiling pace RATE	copy standard input to standard output at
  *				RATE lines a second
+ *	ceiling each N		publish N messages to A, each waiting for
+ *				its confirm before the next
+ *	ceiling post PORT N	POST N jobs to jobq-httpd on PORT of
+ *				127.0.0.1, one after another on one
+ *				kept-alive connection; each must get 202
  *
  * A is JOBQ_JOB_QUEUE and B JOBQ_RESULT_QUEUE, both declared as jobq
  * declares its queues; the broker is the one JOBQ_AMQP_URL names.
  * Prints the seconds that the work took on stdout.  Exits 0, or 2 on
  * any failure, with a message on stderr.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -248,6 +256,91 @@ spawn(long n, char **cmd)
 	}
 }
 
+/* Publish n messages, one confirm at a time, as a careful client does. */
+static void
+each(const char *queue, long n)
+{
+	amqp_connection_state_t	 conn = open_broker(1);
+	struct jobq_err		 err;
+	uint64_t		 i;
+
+	for (i = 1; i <= (uint64_t)n; i++) {
+		if (jobq_amqp_publish(conn, "", queue, 1, NULL, NULL,
+		    "{\"type\":\"x\"}", 12, &err) == -1)
+			fail("publish", &err);
+		confirms(conn, i - 1, i, 1);
+	}
+	jobq_amqp_close(conn);
+}
+
+/* Read one HTTP response on fd: its status, with its body skipped. */
+static int
+response(int fd, char *buf, size_t size, size_t *have)
+{
+	char	*end, *cl;
+	size_t	 head, body = 0;
+	ssize_t	 n;
+	int	 status;
+
+	for (;;) {
+		buf[*have] = '\0';
+		if ((end = strstr(buf, "\r\n\r\n")) != NULL)
+			break;
+		if (*have + 1 >= size ||
+		    (n = read(fd, buf + *have, size - *have - 1)) <= 0)
+			return -1;
+		*have += (size_t)n;
+	}
+	head = (size_t)(end - buf) + 4;
+	if ((cl = strstr(buf, "Content-Length: ")) != NULL && cl < end)
+		body = strtoul(cl + 16, NULL, 10);
+	while (*have < head + body) {
+		if (*have + 1 >= size ||
+		    (n = read(fd, buf + *have, size - *have - 1)) <= 0)
+			return -1;
+		*have += (size_t)n;
+	}
+	status = atoi(buf + 9);
+	memmove(buf, buf + head + body, *have - head - body);
+	*have -= head + body;
+	return status;
+}
+
+static void
+post(long port, long n)
+{
+	static const char	 req[] = "POST /job HTTP/1.1\r\n"
+				    "Host: 127.0.0.1\r\n"
+				    "Content-Type: application/json\r\n"
+				    "Content-Length: 12\r\n\r\n"
+				    "{\"type\":\"x\"}";
+	struct sockaddr_in	 sin;
+	char			 buf[8192];
+	size_t			 have = 0;
+	long			 i;
+	int			 fd;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) == -1 ||
+	    connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1) {
+		perror("ceiling: connect");
+		exit(2);
+	}
+	for (i = 0; i < n; i++) {
+		if (write(fd, req, sizeof(req) - 1) !=
+		    (ssize_t)(sizeof(req) - 1) ||
+		    response(fd, buf, sizeof(buf), &have) != 202) {
+			fprintf(stderr, "ceiling: POST %ld was not accepted\n",
+			    i + 1);
+			exit(2);
+		}
+	}
+	close(fd);
+}
+
 /* Copy lines from stdin to stdout, RATE a second, flushed as they go. */
 static void
 pace(long rate)
@@ -280,7 +373,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: ceiling publish N SIZE | consume N | relay N "
 	    "| drain N | one\n       ceiling spawn N command ... | "
-	    "pace RATE\n");
+	    "pace RATE | each N | post PORT N\n");
 	exit(2);
 }
 
@@ -305,6 +398,10 @@ main(int argc, char *argv[])
 		publish(cfg.job_queue, 1, 64);
 	else if (strcmp(argv[1], "spawn") == 0 && argc >= 4)
 		spawn(count(argv[2]), argv + 3);
+	else if (strcmp(argv[1], "each") == 0 && argc == 3)
+		each(cfg.job_queue, count(argv[2]));
+	else if (strcmp(argv[1], "post") == 0 && argc == 4)
+		post(count(argv[2]), count(argv[3]));
 	else if (strcmp(argv[1], "pace") == 0 && argc == 3) {
 		pace(count(argv[2]));
 		return 0;
