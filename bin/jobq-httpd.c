@@ -160,7 +160,7 @@ write_all(const char *buf, size_t n)
 static size_t
 respond(struct server *s, const struct response *res, int head_only)
 {
-	char		 hdr[1024], date[64];
+	char		 hdr[1024], date[64], *whole;
 	size_t		 blen = res->body != NULL ? strlen(res->body) : 0;
 	time_t		 t = time(NULL);
 	struct tm	 tm;
@@ -178,10 +178,21 @@ respond(struct server *s, const struct response *res, int head_only)
 	    "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", date,
 	    res->type, blen, res->extra,
 	    res->close && !s->cgi ? "Connection: close\r\n" : "");
-	if (write_all(hdr, (size_t)n) == -1 ||
-	    (!head_only && blen > 0 && write_all(res->body, blen) == -1))
+	if (head_only)
+		blen = 0;
+	/*
+	 * One write for the whole response: a second small one would wait
+	 * for the client's delayed acknowledgement of the first (Nagle).
+	 */
+	if ((whole = malloc((size_t)n + blen)) == NULL)
 		exit(0);
-	return head_only ? 0 : blen;
+	memcpy(whole, hdr, (size_t)n);
+	if (blen > 0)
+		memcpy(whole + n, res->body, blen);
+	if (write_all(whole, (size_t)n + blen) == -1)
+		exit(0);
+	free(whole);
+	return blen;
 }
 
 /*
