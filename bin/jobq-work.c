@@ -883,10 +883,14 @@ send_for(struct worker *w, uint64_t tag, const struct jobq_pub *pub,
 	return 0;
 }
 
-/* Publish to a queue by name through the default exchange. */
+/*
+ * Publish to a queue by name through the default exchange; a NULL
+ * content type is JSON's.
+ */
 static int
 send_to(struct worker *w, uint64_t tag, const char *queue, const char *id,
-    const char *type, struct jobq_headers *h, const char *body, size_t len)
+    const char *type, struct jobq_headers *h, const char *content_type,
+    const char *body, size_t len)
 {
 	struct jobq_pub	 pub;
 
@@ -896,6 +900,7 @@ send_to(struct worker *w, uint64_t tag, const char *queue, const char *id,
 	pub.mandatory = 1;
 	pub.id = id;
 	pub.type = type;
+	pub.content_type = content_type;
 	if (h != NULL)
 		pub.headers = jobq_headers_table(h);
 	return send_for(w, tag, &pub, body, len);
@@ -911,7 +916,6 @@ dead_letter(struct worker *w, uint64_t tag, const char *id,
     size_t len, const char *content_type)
 {
 	struct jobq_headers	 h = { .n = 0 };
-	struct jobq_pub		 pub;
 	char			 now[JOBQ_TIME_LEN + 1];
 
 	jobq_now(now);
@@ -921,15 +925,8 @@ dead_letter(struct worker *w, uint64_t tag, const char *id,
 	jobq_header_str(&h, JOBQ_H_FAILED_AT, now);
 	if (attempts > 0)
 		jobq_header_int(&h, JOBQ_H_ATTEMPTS, attempts);
-	memset(&pub, 0, sizeof(pub));
-	pub.exchange = "";
-	pub.key = w->cfg.dead_queue;
-	pub.mandatory = 1;
-	pub.id = id;
-	pub.type = type;
-	pub.content_type = content_type;
-	pub.headers = jobq_headers_table(&h);
-	return send_for(w, tag, &pub, body, len);
+	return send_to(w, tag, w->cfg.dead_queue, id, type, &h, content_type,
+	    body, len);
 }
 
 /* Publish a result message for a job. */
@@ -959,8 +956,8 @@ send_result(struct worker *w, uint64_t tag, const struct jobq_job *job,
 		jobq_errf(&err, EX_OSERR, "out of memory");
 		die(&err);
 	}
-	rc = send_to(w, tag, w->cfg.result_queue, res.id, res.type, NULL, body,
-	    strlen(body));
+	rc = send_to(w, tag, w->cfg.result_queue, res.id, res.type, NULL,
+	    NULL, body, strlen(body));
 	free(body);
 	return rc;
 }
@@ -995,7 +992,7 @@ put_back(struct worker *w, uint64_t tag, const struct jobq_job *job,
 
 	if (deliveries > 0)
 		jobq_header_int(&h, JOBQ_H_DELIVERIES, deliveries);
-	send_to(w, tag, w->cfg.job_queue, job->id, job->type, &h, body,
+	send_to(w, tag, w->cfg.job_queue, job->id, job->type, &h, NULL, body,
 	    strlen(body));
 	free(body);
 }
@@ -1046,7 +1043,7 @@ retry_job(struct worker *w, struct run *r, const char *error)
 	char	*body = job_message(&r->job, r->job.attempt + 1);
 
 	if (send_to(w, r->tag, w->retry_queue[i], r->job.id, r->job.type,
-	    NULL, body, strlen(body)) == 0)
+	    NULL, NULL, body, strlen(body)) == 0)
 		send_result(w, r->tag, &r->job, "retrying", NULL, error,
 		    r->started_at);
 	free(body);
@@ -1304,7 +1301,7 @@ redelivered(struct worker *w, struct jobq_event *ev, struct waiting *q)
 		jobq_log(JOBQ_INFO, "job delivered again; counted and "
 		    "requeued", "id=%s deliveries=%ld", q->job.id, n);
 		send_to(w, ev->tag, w->cfg.job_queue, q->job.id, q->job.type,
-		    &h, ev->body.bytes, ev->body.len);
+		    &h, NULL, ev->body.bytes, ev->body.len);
 	}
 	jobq_job_clear(&q->job);
 	return 1;

@@ -149,3 +149,10 @@ results() {
 		tail -n 1 "$JOBS/msg"
 	done
 }
+
+# cut_db_connections: end every connection to this test's database, as
+# a restart of PostgreSQL would.
+cut_db_connections() {
+	psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid)
+	    FROM pg_stat_activity WHERE datname = '$PGDATABASE'" >/dev/null
+}

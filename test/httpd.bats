@@ -454,7 +454,7 @@ nothing_published_but() {
 	{
 		printf "$req"
 		sleep 0.5
-		psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$PGDATABASE'" >/dev/null
+		cut_db_connections
 		sleep 0.5
 		printf "$req"
 	} | jobq-httpd 2>"$JOBS/httpd.log" >"$JOBS/out"
@@ -477,7 +477,7 @@ nothing_published_but() {
 		printf "$req"
 		sleep 1
 		broker_ctl close_all_connections "test" >/dev/null
-		psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$PGDATABASE'" >/dev/null
+		cut_db_connections
 		sleep 0.5
 		printf "$req"
 	} | jobq-httpd 2>"$JOBS/httpd.log" >"$JOBS/out"

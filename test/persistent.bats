@@ -3,6 +3,11 @@
 
 load helpers
 
+# number_of LINE: the number that a result line holds as its result.
+number_of() {
+	printf '%s\n' "$1" | sed 's/.*"result":\([0-9]*\).*/\1/'
+}
+
 # phandler NAME BODY: a persistent shell handler answering each line
 # with what BODY prints; $line holds the request.
 phandler() {
@@ -74,8 +79,8 @@ esac'
 	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
 	run results
 	assert_line --index 1 --partial '"status":"failed","result":null,"error":"bad reply from the handler: '
-	first=$(printf '%s\n' "${lines[0]}" | sed 's/.*"result":\([0-9]*\).*/\1/')
-	last=$(printf '%s\n' "${lines[2]}" | sed 's/.*"result":\([0-9]*\).*/\1/')
+	first=$(number_of "${lines[0]}")
+	last=$(number_of "${lines[2]}")
 	[ -n "$first" ] && [ "$first" != "$last" ]
 }
 
@@ -147,8 +152,8 @@ sleep 30 & wait"
 	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
 	run results
 	assert_line --index 1 --partial 'is not below the broker'
-	first=$(printf '%s\n' "${lines[0]}" | sed 's/.*"result":\([0-9]*\).*/\1/')
-	last=$(printf '%s\n' "${lines[2]}" | sed 's/.*"result":\([0-9]*\).*/\1/')
+	first=$(number_of "${lines[0]}")
+	last=$(number_of "${lines[2]}")
 	assert_equal "$first" "$last"
 }
 

@@ -241,7 +241,7 @@ stored() {
 	start_store -f "$JOBS/health"
 	eventually test -e "$JOBS/health"
 	psql -X -q -d postgres -c "ALTER DATABASE \"$PGDATABASE\" ALLOW_CONNECTIONS false"
-	psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$PGDATABASE'" >/dev/null
+	cut_db_connections
 	put_result "$ID" succeeded 1 '"kept"'
 	put_result 4b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09 succeeded 1 '"kept"'
 	eventually logged store 'msg="connection lost"'
