@@ -4,8 +4,10 @@
  * Results are stored in batches: the first result that arrives starts a
  * batch, every result already waiting joins it (up to -b), and the
  * batch is written in one statement, so one commit serves many results
- * under load and a lone result is stored at once.  Deliveries are acked
- * only after the commit.  Writing is idempotent: a result delivered
+ * under load and a lone result is stored at once.  While the database
+ * writes one batch, the next one is taken from the broker; it goes to
+ * the database when the first is committed.  Deliveries are acked only
+ * after the commit.  Writing is idempotent: a result delivered
  * twice leaves one row, and of two different results for one job the
  * row keeps the newer by the rule in jobq(7).
  *
@@ -14,6 +16,7 @@
  * connections are opened anew with a growing pause between tries.
  */
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +32,15 @@
 
 struct item {
 	uint64_t	 tag;
-	json_object	*msg;		/* NULL: not a valid result */
+	char		*body;		/* NULL: not a valid result */
+	size_t		 len;
 	char		 id[JOBQ_UUID_LEN + 1];
+};
+
+struct batch {
+	struct item	*items;
+	int		 n;
+	size_t		 bytes;		/* of the batch's messages */
 };
 
 struct store {
@@ -38,10 +48,10 @@ struct store {
 	amqp_connection_state_t	 conn;
 	PGconn			*db;
 	int			 max_batch;
-	struct item		*batch;
-	int			 n;
-	size_t			 bytes;		/* of the batch's messages */
-	long			 stored, batches;
+	struct batch		 batches[2];
+	struct batch		*next;		/* being taken from the broker */
+	struct batch		*sent;		/* being written, or NULL */
+	long			 stored, written;
 	const char		*health;	/* file kept fresh, or NULL */
 	time_t			 health_at;
 	int			 broken;	/* a connection failed */
@@ -105,16 +115,21 @@ on_signal(int sig)
 	stopping = 1;
 }
 
-/* Add a delivery to the batch, decoded and checked. */
+/*
+ * Add a delivery to the next batch once it is checked.  The database
+ * reads the message's own text: what was checked is what is stored,
+ * numbers and all.
+ */
 static void
 add(struct store *s, struct jobq_event *ev)
 {
-	struct item		*it = &s->batch[s->n++];
+	struct item		*it = &s->next->items[s->next->n++];
 	struct jobq_result	 r;
 	struct jobq_err		 err;
 
 	it->tag = ev->tag;
-	it->msg = NULL;
+	it->body = NULL;
+	s->next->bytes += ev->body.len;
 	if (jobq_result_decode(ev->body.bytes, ev->body.len, &r,
 	    &err) == -1) {
 		jobq_log(JOBQ_ERROR, "not a result; message dropped",
@@ -123,147 +138,237 @@ add(struct store *s, struct jobq_event *ev)
 		return;
 	}
 	strcpy(it->id, r.id);
-	if ((it->msg = jobq_result_object(&r)) == NULL) {
+	jobq_result_clear(&r);
+	if ((it->body = malloc(ev->body.len)) == NULL) {
 		jobq_errf(&err, EX_OSERR, "out of memory");
 		die(&err);
 	}
-	jobq_result_clear(&r);
+	memcpy(it->body, ev->body.bytes, ev->body.len);
+	it->len = ev->body.len;
+}
+
+/* Whether a batch may take no more results. */
+static int
+full(const struct store *s, const struct batch *b)
+{
+	/* A batch is one statement, whose parameter has a size limit. */
+	return b->n >= s->max_batch || b->bytes >= MAX_BATCH_BYTES;
 }
 
 /*
- * Fill the batch: wait up to a second for a first result, then take
- * whatever else is already there without waiting.
+ * Wait up to a second for the broker, and for the database's answer
+ * when a batch is being written.  0 when either has something, -1 when
+ * neither came.
+ */
+static int
+wait_for_input(struct store *s)
+{
+	struct pollfd	 fds[2];
+	nfds_t		 n = 0;
+
+	fds[n].fd = amqp_get_sockfd(s->conn);
+	fds[n++].events = POLLIN;
+	if (s->sent != NULL) {
+		fds[n].fd = PQsocket(s->db);
+		fds[n++].events = POLLIN;
+	}
+	return poll(fds, n, 1000) > 0 ? 0 : -1;
+}
+
+/*
+ * Fill the next batch.  With no batch being written, take the first
+ * result that comes within a second and all that are already waiting.
+ * While a batch is being written, keep taking results until its commit
+ * comes back or the next batch is full: the database is busy anyway.
  */
 static void
 collect(struct store *s)
 {
 	struct jobq_event	 ev = { 0 };
 	struct jobq_err		 err;
-	int			 timeout = 1000;
 
-	/* A batch is one statement, whose parameter has a size limit. */
-	while (s->n < s->max_batch && s->bytes < MAX_BATCH_BYTES &&
-	    !stopping) {
-		if (jobq_amqp_next(s->conn, timeout, &ev, &err) == -1) {
+	while (!full(s, s->next) && !stopping) {
+		if (jobq_amqp_next(s->conn, 0, &ev, &err) == -1) {
 			lost(s, &err);
 			break;
 		}
 		if (ev.kind == JOBQ_EV_DELIVERY) {
 			add(s, &ev);
-			s->bytes += ev.body.len;
-			timeout = 0;
-		} else if (ev.kind == JOBQ_EV_CANCELLED) {
+			continue;
+		}
+		if (ev.kind == JOBQ_EV_CANCELLED) {
 			jobq_errf(&err, EX_UNAVAILABLE, "the broker cancelled "
 			    "the consumer of %s", s->cfg.result_queue);
 			die(&err);
-		} else if (ev.kind == JOBQ_EV_NONE &&
-		    (s->n > 0 || timeout > 0))
+		}
+		if (jobq_amqp_pending(s->conn))
+			continue;
+		if (s->sent == NULL ? s->next->n > 0 :
+		    jobq_db_store_done(s->db))
+			break;
+		if (wait_for_input(s) == -1)
 			break;
 	}
 	jobq_event_clear(&ev);
 }
 
-/* Write items [from, to) that hold results in one statement. */
-static int
-write_items(struct store *s, int from, int to, long *stored,
-    struct jobq_err *err)
-{
-	json_object	*arr;
-	int		 i, rc;
-
-	*stored = 0;
-	if ((arr = json_object_new_array()) == NULL)
-		return jobq_errf(err, EX_OSERR, "out of memory");
-	for (i = from; i < to; i++)
-		if (s->batch[i].msg != NULL)
-			json_object_array_add(arr,
-			    json_object_get(s->batch[i].msg));
-	rc = json_object_array_length(arr) == 0 ? 0 :
-	    jobq_db_store(s->db, jobq_json_str(arr), stored, err);
-	json_object_put(arr);
-	return rc;
-}
-
-/*
- * Store the batch.  When the table refuses it for its data, store the
- * results one by one, so that only the bad ones are dropped.
- */
+/* Forget a batch, settled or not. */
 static void
-store_batch(struct store *s)
-{
-	struct jobq_err	 err;
-	long		 n;
-	int		 i;
-
-	if (write_items(s, 0, s->n, &n, &err) == 0) {
-		s->stored += n;
-		return;
-	}
-	/*
-	 * An error that left the connection up may be the batch's own,
-	 * such as a limit that its size passed: one by one tells.
-	 */
-	if (err.code != EX_DATAERR && (PQstatus(s->db) != CONNECTION_OK ||
-	    strncmp(err.sqlstate, "42", 2) == 0 || s->n == 1)) {
-		lost(s, &err);
-		return;
-	}
-	jobq_log(JOBQ_WARN, "batch refused; storing one by one",
-	    "size=%d err=%s", s->n, jobq_q(err.msg));
-	for (i = 0; i < s->n; i++) {
-		if (s->batch[i].msg == NULL)
-			continue;
-		if (write_items(s, i, i + 1, &n, &err) == 0) {
-			s->stored += n;
-			continue;
-		}
-		if (err.code != EX_DATAERR) {
-			lost(s, &err);
-			return;
-		}
-		jobq_log(JOBQ_ERROR, "result refused by the database; "
-		    "message dropped", "id=%s err=%s", s->batch[i].id,
-		    jobq_q(err.msg));
-		json_object_put(s->batch[i].msg);
-		s->batch[i].msg = NULL;
-	}
-}
-
-/* Forget the batch, settled or not. */
-static void
-clear_batch(struct store *s)
+clear_batch(struct batch *b)
 {
 	int	 i;
 
-	for (i = 0; i < s->n; i++)
-		json_object_put(s->batch[i].msg);
-	s->n = 0;
-	s->bytes = 0;
+	for (i = 0; i < b->n; i++)
+		free(b->items[i].body);
+	b->n = 0;
+	b->bytes = 0;
 }
 
-/* Settle every delivery of the batch after the commit. */
+/* Settle every delivery of a batch after its commit, and forget it. */
 static void
-settle(struct store *s)
+settle(struct store *s, struct batch *b)
 {
 	struct jobq_err	 err;
 	uint64_t	 last = 0;
 	int		 i;
 
-	for (i = 0; i < s->n; i++)
-		if (s->batch[i].msg != NULL)
-			last = s->batch[i].tag;
-		else if (jobq_amqp_nack(s->conn, s->batch[i].tag, 0,
+	for (i = 0; i < b->n; i++)
+		if (b->items[i].body != NULL)
+			last = b->items[i].tag;
+		else if (jobq_amqp_nack(s->conn, b->items[i].tag, 0,
 		    &err) == -1) {
 			lost(s, &err);
 			break;
 		}
-	/* One ack for all the stored ones: they come before "last". */
+	/*
+	 * One ack for all the stored ones: they come before "last", and
+	 * the results of the next batch all come after it.
+	 */
 	if (!s->broken && last != 0 &&
 	    jobq_amqp_ack(s->conn, last, 1, &err) == -1)
 		lost(s, &err);
-	jobq_log(JOBQ_DEBUG, "batch stored", "size=%d", s->n);
-	clear_batch(s);
-	s->batches++;
+	jobq_log(JOBQ_DEBUG, "batch stored", "size=%d", b->n);
+	clear_batch(b);
+	s->written++;
+}
+
+/*
+ * The JSON text of an array of the results of items [from, to) of a
+ * batch, for jobq_db_store_send(), to be freed; NULL when they hold
+ * none.
+ */
+static char *
+results_text(const struct batch *b, int from, int to)
+{
+	struct jobq_err	 err;
+	size_t		 size = 2, off = 0;
+	char		*text;
+	int		 i;
+
+	for (i = from; i < to; i++)
+		if (b->items[i].body != NULL)
+			size += b->items[i].len + 1;
+	if (size == 2)
+		return NULL;
+	if ((text = malloc(size)) == NULL) {
+		jobq_errf(&err, EX_OSERR, "out of memory");
+		die(&err);
+	}
+	for (i = from; i < to; i++)
+		if (b->items[i].body != NULL) {
+			text[off] = off == 0 ? '[' : ',';
+			off++;
+			memcpy(text + off, b->items[i].body,
+			    b->items[i].len);
+			off += b->items[i].len;
+		}
+	text[off++] = ']';
+	text[off] = '\0';
+	return text;
+}
+
+/*
+ * Start writing the next batch, which becomes the one being written.
+ * A batch of nothing but bad messages needs no database and is settled
+ * at once.
+ */
+static void
+send_next(struct store *s)
+{
+	struct batch	*b = s->next;
+	char		*text;
+	struct jobq_err	 err;
+
+	s->next = b == &s->batches[0] ? &s->batches[1] : &s->batches[0];
+	if ((text = results_text(b, 0, b->n)) == NULL)
+		settle(s, b);
+	else if (jobq_db_store_send(s->db, text, &err) == -1) {
+		lost(s, &err);
+		clear_batch(b);
+	} else
+		s->sent = b;
+	free(text);
+}
+
+/* Store a batch one result at a time, dropping only those refused. */
+static void
+store_each(struct store *s, struct batch *b)
+{
+	char		*text;
+	struct jobq_err	 err;
+	long		 n;
+	int		 i, rc;
+
+	for (i = 0; i < b->n && !s->broken; i++) {
+		if ((text = results_text(b, i, i + 1)) == NULL)
+			continue;
+		rc = jobq_db_store(s->db, text, &n, &err);
+		free(text);
+		if (rc == 0)
+			s->stored += n;
+		else if (err.code != EX_DATAERR)
+			lost(s, &err);
+		else {
+			jobq_log(JOBQ_ERROR, "result refused by the "
+			    "database; message dropped", "id=%s err=%s",
+			    b->items[i].id, jobq_q(err.msg));
+			free(b->items[i].body);
+			b->items[i].body = NULL;
+		}
+	}
+}
+
+/*
+ * Wait for the commit of the batch being written, and settle it.  When
+ * the table refused it for its data, store it one result at a time.
+ */
+static void
+finish_sent(struct store *s)
+{
+	struct batch	*b = s->sent;
+	struct jobq_err	 err;
+	long		 n;
+
+	s->sent = NULL;
+	if (jobq_db_store_wait(s->db, &n, &err) == 0)
+		s->stored += n;
+	/*
+	 * An error that left the connection up may be the batch's own,
+	 * such as a limit that its size passed: one by one tells.
+	 */
+	else if (err.code != EX_DATAERR && (PQstatus(s->db) !=
+	    CONNECTION_OK || strncmp(err.sqlstate, "42", 2) == 0 ||
+	    b->n == 1))
+		lost(s, &err);
+	else {
+		jobq_log(JOBQ_WARN, "batch refused; storing one by one",
+		    "size=%d err=%s", b->n, jobq_q(err.msg));
+		store_each(s, b);
+	}
+	if (s->broken)
+		clear_batch(b);
+	else
+		settle(s, b);
 }
 
 /* Keep the health file fresh while consuming; remove it otherwise. */
@@ -336,7 +441,9 @@ connect_all(struct store *s, struct jobq_err *err)
 
 	if ((s->db = jobq_db_open(s->cfg.db_conninfo, err)) == NULL)
 		return -1;
-	prefetch = 2 * s->max_batch > 65535 ? 65535 : 2 * s->max_batch;
+	if (jobq_db_prepare_store(s->db, err) == -1)
+		goto fail;
+	prefetch = 4 * s->max_batch > 65535 ? 65535 : 4 * s->max_batch;
 	if ((s->conn = jobq_amqp_connect(&s->cfg, progname, err)) == NULL)
 		goto fail;
 	if (jobq_amqp_declare(s->conn, &s->cfg, err) == -1 ||
@@ -367,8 +474,18 @@ pause_for(int seconds)
 	}
 }
 
+/* Forget both batches, unsettled. */
+static void
+forget_all(struct store *s)
+{
+	if (s->sent != NULL)
+		clear_batch(s->sent);
+	s->sent = NULL;
+	clear_batch(s->next);
+}
+
 /*
- * A connection failed.  Drop the batch unacknowledged, so that the
+ * A connection failed.  Drop the batches unacknowledged, so that the
  * broker delivers it again, close both connections, and open them
  * again, pausing longer after each failure.
  */
@@ -379,9 +496,10 @@ recover(struct store *s)
 	int		 delay;
 
 	jobq_log(JOBQ_WARN, "connection lost", "err=%s batch=%d",
-	    jobq_q(s->lost_err.msg), s->n);
+	    jobq_q(s->lost_err.msg), s->next->n +
+	    (s->sent != NULL ? s->sent->n : 0));
 	health(s, 0);
-	clear_batch(s);
+	forget_all(s);
 	amqp_destroy_connection(s->conn);
 	s->conn = NULL;
 	PQfinish(s->db);
@@ -412,23 +530,29 @@ setup(struct store *s)
 {
 	struct sigaction	 sa;
 	struct jobq_err		 err;
+	int			 i;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	if ((s->batch = calloc((size_t)s->max_batch,
-	    sizeof(*s->batch))) == NULL) {
-		perror(progname);
-		exit(EX_OSERR);
-	}
+	for (i = 0; i < 2; i++)
+		if ((s->batches[i].items = calloc((size_t)s->max_batch,
+		    sizeof(*s->batches[i].items))) == NULL) {
+			perror(progname);
+			exit(EX_OSERR);
+		}
+	s->next = &s->batches[0];
 	if (connect_all(s, &err) == -1)
 		die(&err);
 	health(s, 1);
 }
 
-/* Take batches and store them until a signal; recover from losses. */
+/*
+ * Take batches and store them until a signal; recover from losses.  A
+ * batch is sent as soon as the one before it is committed.
+ */
 static void
 run(struct store *s)
 {
@@ -440,12 +564,19 @@ run(struct store *s)
 		collect(s);
 		if (!s->broken)
 			health(s, 1);
-		if (s->broken || s->n == 0)
-			continue;
-		store_batch(s);
-		if (!s->broken)
-			settle(s);
+		if (!s->broken && s->sent != NULL &&
+		    (full(s, s->next) || jobq_db_store_done(s->db)))
+			finish_sent(s);
+		if (!s->broken && s->sent == NULL && s->next->n > 0)
+			send_next(s);
 	}
+	/* Store what is in hand before leaving. */
+	if (!s->broken && s->sent != NULL)
+		finish_sent(s);
+	if (!s->broken && s->next->n > 0)
+		send_next(s);
+	if (!s->broken && s->sent != NULL)
+		finish_sent(s);
 }
 
 int
@@ -468,10 +599,10 @@ main(int argc, char *argv[])
 	    jobq_q(s.cfg.result_queue), s.max_batch);
 	run(&s);
 	health(&s, 0);
-	clear_batch(&s);
+	forget_all(&s);
 	jobq_amqp_close(s.conn);
 	PQfinish(s.db);
 	jobq_log(JOBQ_INFO, "stopped", "stored=%ld batches=%ld", s.stored,
-	    s.batches);
+	    s.written);
 	return 0;
 }

@@ -221,44 +221,84 @@ out:
 	return rc;
 }
 
+/* Make the statement that stores batches ready on a connection. */
+int
+jobq_db_prepare_store(PGconn *conn, struct jobq_err *err)
+{
+	PGresult	*res;
+	int		 rc = 0;
+
+	res = PQprepare(conn, "jobq_store", store_sql, 1, NULL);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		rc = db_err(conn, res, "prepare store", err);
+	PQclear(res);
+	return rc;
+}
+
 /*
- * Store a batch of results, given as the JSON text of an array of
- * result messages, in one statement and so in one transaction; notify
- * the waiters in the same transaction.  *stored is the number of rows
- * that changed.  EX_DATAERR means the batch held something the table
- * refused; EX_UNAVAILABLE that the connection failed.
+ * Send a batch of results, given as the JSON text of an array of
+ * result messages, to be stored in one statement and so in one
+ * transaction that also notifies the waiters.  The connection must
+ * have had jobq_db_prepare_store().  jobq_db_store_wait() reads the
+ * answer; until then the connection runs nothing else, and
+ * PQsocket() becomes readable when the answer comes.
  */
+int
+jobq_db_store_send(PGconn *conn, const char *batch, struct jobq_err *err)
+{
+	const char	*params[1] = { batch };
+	char		 line[400];
+
+	if (PQsendQueryPrepared(conn, "jobq_store", 1, params, NULL, NULL,
+	    0) == 0)
+		return jobq_errf(err, EX_UNAVAILABLE, "database: store "
+		    "results: %s", first_line(PQerrorMessage(conn), line,
+		    sizeof(line)));
+	return 0;
+}
+
+/*
+ * Whether the answer to jobq_db_store_send() has come, so that
+ * jobq_db_store_wait() returns at once.  A failed connection counts as
+ * an answer: jobq_db_store_wait() reports it.
+ */
+int
+jobq_db_store_done(PGconn *conn)
+{
+	return PQconsumeInput(conn) == 0 || !PQisBusy(conn);
+}
+
+/*
+ * Wait for the answer to jobq_db_store_send().  *stored is the number
+ * of rows that changed.  EX_DATAERR means the batch held something the
+ * table refused; EX_UNAVAILABLE that the connection failed.
+ */
+int
+jobq_db_store_wait(PGconn *conn, long *stored, struct jobq_err *err)
+{
+	PGresult	*res, *extra;
+	int		 rc = 0;
+
+	res = PQgetResult(conn);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		rc = db_err(conn, res, "store results", err);
+	else
+		*stored = atol(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	/* The end of the answer; a lost connection ends it too. */
+	while ((extra = PQgetResult(conn)) != NULL)
+		PQclear(extra);
+	return rc;
+}
+
+/* Store a batch as jobq_db_store_send() does, and wait for it. */
 int
 jobq_db_store(PGconn *conn, const char *batch, long *stored,
     struct jobq_err *err)
 {
-	PGresult	*res;
-	const char	*params[1] = { batch }, *state;
-	int		 rc = -1;
-
-	res = PQexecPrepared(conn, "jobq_store", 1, params, NULL, NULL, 0);
-	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	if (state != NULL && strcmp(state, "26000") == 0) {
-		/* Not prepared on this connection yet. */
-		PQclear(res);
-		res = PQprepare(conn, "jobq_store", store_sql, 1, NULL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			db_err(conn, res, "prepare store", err);
-			goto out;
-		}
-		PQclear(res);
-		res = PQexecPrepared(conn, "jobq_store", 1, params, NULL,
-		    NULL, 0);
-	}
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_err(conn, res, "store results", err);
-		goto out;
-	}
-	*stored = atol(PQgetvalue(res, 0, 0));
-	rc = 0;
-out:
-	PQclear(res);
-	return rc;
+	if (jobq_db_store_send(conn, batch, err) == -1)
+		return -1;
+	return jobq_db_store_wait(conn, stored, err);
 }
 
 /*

@@ -280,6 +280,10 @@ int	 jobq_secret_equal(const char *, const char *);
 PGconn	*jobq_db_open(const char *, struct jobq_err *);
 int	 jobq_db_fetch(PGconn *, char (*)[JOBQ_UUID_LEN + 1], size_t,
 	    json_object **, struct jobq_err *);
+int	 jobq_db_prepare_store(PGconn *, struct jobq_err *);
+int	 jobq_db_store_send(PGconn *, const char *, struct jobq_err *);
+int	 jobq_db_store_done(PGconn *);
+int	 jobq_db_store_wait(PGconn *, long *, struct jobq_err *);
 int	 jobq_db_store(PGconn *, const char *, long *, struct jobq_err *);
 int	 jobq_db_stats(PGconn *, int, struct jobq_stats *, struct jobq_err *);
 

@@ -15,7 +15,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_success
 	assert_equal "$stderr" ""
 	assert_line --regexp '^measure +jobs/s +p50_ms +p90_ms +p99_ms +rss_kib +cpu_s/1000 +ratio$'
-	for m in 'broker publish' 'broker 1 hop' 'broker 2 hops' \
+	for m in 'broker publish' 'broker backlog' 'broker 1 hop' 'broker 2 hops' \
 	    'database copy' 'fork\+exec'; do
 		assert_line --regexp "^$m +[0-9]+ +- +- +- +- +- +-\$"
 	done
@@ -34,7 +34,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 0 'measure,jobs_s,p50_ms,p90_ms,p99_ms,rss_kib,cpu_s_per_1000,ratio'
 	assert_line --regexp '^broker 2 hops,[0-9]+,,,,,,$'
 	assert_line --regexp '^jobq-work -j 8,,,,,[0-9]+,[0-9.]+,$'
-	assert_equal "${#lines[@]}" 23
+	assert_equal "${#lines[@]}" 24
 }
 
 @test "bench: -f json writes one object per measure, null where none" {
@@ -45,7 +45,28 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 0 '['
 	assert_line --regexp '^\{"measure":"broker publish","jobs_s":[0-9]+,"p50_ms":null,'
 	assert_line --regexp '"measure":"jobq one-shot","jobs_s":[0-9]+,"p50_ms":[0-9.]+,'
-	assert_line --index 23 ']'
+	assert_line --index 24 ']'
+}
+
+@test "bench: -p draws the latency of each job into a PNG file" {
+	run --separate-stderr "$ROOT/scripts/jobq-bench" -n 200 -r 1 \
+	    -p "$BATS_TEST_TMPDIR/lat.png"
+	assert_success
+	assert_equal "$stderr" ""
+	# The PNG signature, then the width and height of its header.
+	run od -A n -t x1 -w24 -N 24 "$BATS_TEST_TMPDIR/lat.png"
+	assert_output --regexp '^ 89 50 4e 47 0d 0a 1a 0a .* 00 00 04 b0 00 00 01 f4$'
+}
+
+@test "bench: -p without gnuplot says what is missing and exits 69" {
+	mkdir "$BATS_TEST_TMPDIR/bin"
+	for t in dirname mktemp; do
+		ln -s "$(command -v "$t")" "$BATS_TEST_TMPDIR/bin/$t"
+	done
+	PATH=$BATS_TEST_TMPDIR/bin run /bin/bash "$ROOT/scripts/jobq-bench" \
+	    -p "$BATS_TEST_TMPDIR/lat.png"
+	assert_failure 69
+	assert_output 'jobq-bench: -p needs gnuplot (Debian: gnuplot-nox)'
 }
 
 @test "bench: usage errors exit 64" {

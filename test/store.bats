@@ -41,6 +41,16 @@ stored() {
 	assert_output "$ID|t|succeeded|{\"x\": [1, \"a\"]}|t|1|w:1|2026-01-01 00:00:00.000001|2025-12-31 23:00:02.5"
 }
 
+@test "jobq-store: numbers in a result keep their exact value" {
+	start_store
+	put_result "$ID" succeeded 1 \
+	    '[123456789012345678901234567890, 0.1000000000000000055511, 1e-7]'
+	eventually stored 1
+	# PostgreSQL writes 1e-7 in its own way, with the same value.
+	run sql "SELECT result FROM jobs"
+	assert_output '[123456789012345678901234567890, 0.1000000000000000055511, 0.0000001]'
+}
+
 @test "jobq-store: a result delivered twice leaves one row, unchanged" {
 	start_store
 	put_result "$ID" succeeded 1 '"first"'
