@@ -48,11 +48,15 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 24 ']'
 }
 
-@test "bench: -p draws the latency of each job into a PNG file" {
+@test "bench: -p draws the latency of each job into a PNG file; -m samples memory" {
 	run --separate-stderr "$ROOT/scripts/jobq-bench" -n 200 -r 1 \
-	    -p "$BATS_TEST_TMPDIR/lat.png"
+	    -p "$BATS_TEST_TMPDIR/lat.png" -m 2000
 	assert_success
 	assert_equal "$stderr" ""
+	for n in 200 1000 2000; do
+		assert_line --regexp "^  jobq-work at $n jobs +- +- +- +- +[0-9]+ +- +-\$"
+		assert_line --regexp "^  jobq-store at $n jobs +- +- +- +- +[0-9]+ +- +-\$"
+	done
 	# The PNG signature, then the width and height of its header.
 	run od -A n -t x1 -w24 -N 24 "$BATS_TEST_TMPDIR/lat.png"
 	assert_output --regexp '^ 89 50 4e 47 0d 0a 1a 0a .* 00 00 04 b0 00 00 01 f4$'
