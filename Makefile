@@ -19,6 +19,14 @@ WARNINGS =	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 JOBQ_CFLAGS =	-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 		$(WARNINGS) -Ilib $(PKG_CFLAGS)
 
+# make SAN=1 ...: build with AddressSanitizer (leak checks included) and
+# UndefinedBehaviorSanitizer; make check SAN=1 fails on any report.
+SAN ?=		0
+SAN_FLAGS_1 =	-fsanitize=address,undefined -fno-sanitize-recover=all \
+		-fno-omit-frame-pointer
+SAN_FLAGS =	$(SAN_FLAGS_$(SAN))
+BUILD_CFLAGS =	$(JOBQ_CFLAGS) $(CFLAGS) $(SAN_FLAGS)
+
 TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result \
 		jobq-httpd jobq-dead
 BINS =		$(TOOLS:%=bin/%)
@@ -31,30 +39,53 @@ MANS =		man/jobq.7 man/jobq-httpd.8 $(MANS1)
 HANDLERS =	handlers/echo handlers/echo-persistent handlers/fail \
 		handlers/sha256 handlers/sleep
 
+# libFuzzer targets, built with clang from the library's sources.
+FUZZ_CC ?=	clang
+FUZZ_FLAGS =	-g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all
+FUZZ_TIME ?=	60
+FUZZERS =	fuzz/doc fuzz/http fuzz/message
+
 all: $(BINS)
 
 $(LIB): $(LIBOBJS)
 	$(AR) rcs $@ $(LIBOBJS)
 
-lib/%.o: lib/%.c lib/jobq.h
-	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) -c -o $@ $<
+lib/%.o: lib/%.c lib/jobq.h lib/build.flags
+	$(CC) $(BUILD_CFLAGS) -c -o $@ $<
 
-# The paths compiled in follow PREFIX: a change of it rebuilds.
+# The paths compiled in follow PREFIX, and everything follows the
+# compiler and its flags: a change of either rebuilds.
 lib/paths.h: FORCE
 	@echo '#define JOBQ_SQLDIR "$(SQLDIR)"' >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 
+lib/build.flags: FORCE
+	@echo '$(CC) $(BUILD_CFLAGS) $(LDFLAGS)' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+
 bin/jobq-migrate: lib/paths.h
 
-bin/%: bin/%.c $(LIB) lib/jobq.h
-	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
+bin/%: bin/%.c $(LIB) lib/jobq.h lib/build.flags
+	$(CC) $(BUILD_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
 
-test/unit test/qtool test/ceiling: $(LIB) lib/jobq.h
-	$(CC) $(JOBQ_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $@.c $(LIB) $(PKG_LIBS)
+test/unit test/qtool test/ceiling: $(LIB) lib/jobq.h lib/build.flags
+	$(CC) $(BUILD_CFLAGS) $(LDFLAGS) -o $@ $@.c $(LIB) $(PKG_LIBS)
 
 test/unit: test/unit.c
 test/qtool: test/qtool.c
 test/ceiling: test/ceiling.c
+
+$(FUZZERS): $(LIBOBJS:.o=.c) lib/jobq.h
+	$(FUZZ_CC) $(JOBQ_CFLAGS) $(FUZZ_FLAGS) -o $@ $@.c \
+	    $(LIBOBJS:.o=.c) $(PKG_LIBS)
+
+fuzz/doc: fuzz/doc.c
+fuzz/http: fuzz/http.c
+fuzz/message: fuzz/message.c
+
+fuzz: $(FUZZERS)
+	scripts/fuzz -t $(FUZZ_TIME)
 
 demo:
 	scripts/demo
@@ -64,8 +95,7 @@ bench: all test/ceiling test/qtool
 
 check: all test/unit test/qtool test/ceiling
 	scripts/deps
-	test/unit
-	bats test
+	SAN=$(SAN) test/run
 
 lint:
 	cd man && mandoc -Tlint -Wstyle $(MANS:man/%=%)
@@ -95,7 +125,7 @@ uninstall:
 	    $(DESTDIR)$(PREFIX)/share/jobq $(DESTDIR)$(PREFIX)/libexec/jobq
 
 clean:
-	rm -f $(BINS) $(LIBOBJS) $(LIB) lib/paths.h test/unit test/qtool \
-	    test/ceiling
+	rm -f $(BINS) $(LIBOBJS) $(LIB) lib/paths.h lib/build.flags \
+	    test/unit test/qtool test/ceiling $(FUZZERS)
 
-.PHONY: all bench check demo lint install uninstall clean FORCE
+.PHONY: all bench check demo fuzz lint install uninstall clean FORCE

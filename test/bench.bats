@@ -19,6 +19,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	    'database copy' 'fork\+exec'; do
 		assert_line --regexp "^$m +[0-9]+ +- +- +- +- +- +-\$"
 	done
+	assert_line --regexp '^jobq-submit stream alone +[0-9]+ +- +- +- +- +- +[0-9.]+$'
 	assert_line --regexp '^jobq persistent +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+$'
 	assert_line --regexp '^  at half that rate +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +-$'
 	assert_line --regexp '^jobq-store backlog +[0-9]+ +- +- +- +[0-9]+ +[0-9.]+ +[0-9.]+$'
@@ -34,7 +35,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 0 'measure,jobs_s,p50_ms,p90_ms,p99_ms,rss_kib,cpu_s_per_1000,ratio'
 	assert_line --regexp '^broker 2 hops,[0-9]+,,,,,,$'
 	assert_line --regexp '^jobq-work -j 8,,,,,[0-9]+,[0-9.]+,$'
-	assert_equal "${#lines[@]}" 24
+	assert_equal "${#lines[@]}" 25
 }
 
 @test "bench: -f json writes one object per measure, null where none" {
@@ -45,7 +46,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --index 0 '['
 	assert_line --regexp '^\{"measure":"broker publish","jobs_s":[0-9]+,"p50_ms":null,'
 	assert_line --regexp '"measure":"jobq one-shot","jobs_s":[0-9]+,"p50_ms":[0-9.]+,'
-	assert_line --index 24 ']'
+	assert_line --index 25 ']'
 }
 
 @test "bench: -p draws the latency of each job into a PNG file; -m samples memory" {
