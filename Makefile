@@ -21,10 +21,16 @@ JOBQ_CFLAGS =	-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 
 # make SAN=1 ...: build with AddressSanitizer (leak checks included) and
 # UndefinedBehaviorSanitizer; make check SAN=1 fails on any report.
+# clang builds it, since GCC's UBSan writes its reports only to stderr,
+# where a test that expects a failure would not notice them.
 SAN ?=		0
+SAN_CC ?=	clang
 SAN_FLAGS_1 =	-fsanitize=address,undefined -fno-sanitize-recover=all \
 		-fno-omit-frame-pointer
 SAN_FLAGS =	$(SAN_FLAGS_$(SAN))
+BUILD_CC_0 =	$(CC)
+BUILD_CC_1 =	$(SAN_CC)
+BUILD_CC =	$(BUILD_CC_$(SAN))
 BUILD_CFLAGS =	$(JOBQ_CFLAGS) $(CFLAGS) $(SAN_FLAGS)
 
 TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result \
@@ -52,7 +58,7 @@ $(LIB): $(LIBOBJS)
 	$(AR) rcs $@ $(LIBOBJS)
 
 lib/%.o: lib/%.c lib/jobq.h lib/build.flags
-	$(CC) $(BUILD_CFLAGS) -c -o $@ $<
+	$(BUILD_CC) $(BUILD_CFLAGS) -c -o $@ $<
 
 # The paths compiled in follow PREFIX, and everything follows the
 # compiler and its flags: a change of either rebuilds.
@@ -61,16 +67,16 @@ lib/paths.h: FORCE
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 
 lib/build.flags: FORCE
-	@echo '$(CC) $(BUILD_CFLAGS) $(LDFLAGS)' >$@.tmp
+	@echo '$(BUILD_CC) $(BUILD_CFLAGS) $(LDFLAGS)' >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 
 bin/jobq-migrate: lib/paths.h
 
 bin/%: bin/%.c $(LIB) lib/jobq.h lib/build.flags
-	$(CC) $(BUILD_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
+	$(BUILD_CC) $(BUILD_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
 
 test/unit test/qtool test/ceiling: $(LIB) lib/jobq.h lib/build.flags
-	$(CC) $(BUILD_CFLAGS) $(LDFLAGS) -o $@ $@.c $(LIB) $(PKG_LIBS)
+	$(BUILD_CC) $(BUILD_CFLAGS) $(LDFLAGS) -o $@ $@.c $(LIB) $(PKG_LIBS)
 
 test/unit: test/unit.c
 test/qtool: test/qtool.c

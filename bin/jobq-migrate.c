@@ -131,6 +131,16 @@ by_version(const void *a, const void *b)
 	return (x->version > y->version) - (x->version < y->version);
 }
 
+static void
+free_migrations(struct migration *ms, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		free(ms[i].sql);
+	free(ms);
+}
+
 /* Read every NNN_name.sql of dir, sorted by number. */
 static struct migration *
 load(const char *dir, size_t *count, struct jobq_err *err)
@@ -152,28 +162,31 @@ load(const char *dir, size_t *count, struct jobq_err *err)
 			continue;
 		if ((grown = realloc(ms, (n + 1) * sizeof(*ms))) == NULL) {
 			jobq_errf(err, EX_OSERR, "out of memory");
-			closedir(d);
-			return NULL;
+			goto fail;
 		}
 		ms = grown;
 		memset(&ms[n], 0, sizeof(ms[n]));
 		ms[n].version = v;
 		strcpy(ms[n].name, e->d_name);
-		if (read_file(dir, &ms[n++], err) == -1) {
-			closedir(d);
-			return NULL;
-		}
+		if (read_file(dir, &ms[n++], err) == -1)
+			goto fail;
 	}
 	closedir(d);
-	qsort(ms, n, sizeof(*ms), by_version);
+	if (n > 1)
+		qsort(ms, n, sizeof(*ms), by_version);
 	for (i = 1; i < n; i++)
 		if (ms[i].version == ms[i - 1].version) {
 			jobq_errf(err, EX_DATAERR, "%s and %s: same number",
 			    ms[i - 1].name, ms[i].name);
+			free_migrations(ms, n);
 			return NULL;
 		}
 	*count = n;
 	return ms;
+fail:
+	closedir(d);
+	free_migrations(ms, n);
+	return NULL;
 }
 
 /* The SHA-256 of each file, computed by the server, as hex. */
@@ -393,8 +406,6 @@ main(int argc, char *argv[])
 	else if ((rc = migrate(db, ms, n, &err)) == -1)
 		die(&err);
 	PQfinish(db);
-	for (i = 0; i < n; i++)
-		free(ms[i].sql);
-	free(ms);
+	free_migrations(ms, n);
 	return rc;
 }

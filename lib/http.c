@@ -19,8 +19,11 @@
 const char *
 jobq_http_head_end(const char *buf, size_t len)
 {
-	const char	*p = buf, *end = buf + len, *nl;
+	const char	*p = buf, *end, *nl;
 
+	if (len == 0)
+		return NULL;	/* buf may be NULL then */
+	end = buf + len;
 	while (p < end && (nl = memchr(p, '\n', end - p)) != NULL) {
 		if (nl + 1 < end && nl[1] == '\n')
 			return nl + 2;

@@ -9,8 +9,8 @@ load helpers
 ID=5c1e3d2a-7b6f-4e8d-9a0c-1b2d3e4f5a6b
 
 setup() {
-	[ "${SAN:-0}" != 1 ] || skip "the tools are built with sanitizers"
 	_setup_world
+	[ "${SAN:-0}" != 1 ] || skip "the tools are built with sanitizers"
 }
 
 # vg COMMAND...: the command under memcheck; exit 99 on any finding,
