@@ -48,7 +48,10 @@ struct scan {
 	const unsigned char	*p, *start, *end;
 	int			 depth;
 	int			 nul;	/* last string held \u0000 */
+	long			 members;	/* of all objects */
 	const char		*why;
+	int			 valid;	/* JSON, but jobq cannot carry it */
+	int			 too_deep;
 };
 
 static size_t utf8_seq(const unsigned char *, size_t);
@@ -59,6 +62,14 @@ scan_fail(struct scan *s, const char *why)
 {
 	s->why = why;
 	return -1;
+}
+
+/* Valid JSON that jobq refuses, since it could not carry it unchanged. */
+static int
+scan_refuse(struct scan *s, const char *why)
+{
+	s->valid = 1;
+	return scan_fail(s, why);
 }
 
 static void
@@ -90,17 +101,42 @@ scan_digits(struct scan *s)
 	return 0;
 }
 
+/*
+ * Whether the integer of digits [p, end) fits in 64 bits: as int64_t
+ * when negative, uint64_t otherwise, as json-c holds them.  Beyond
+ * that json-c would quietly clamp it.
+ */
+static int
+fits_64_bits(const unsigned char *p, const unsigned char *end, int negative)
+{
+	const char	*max = negative ? "9223372036854775808" :
+			    "18446744073709551615";
+	size_t		 n = (size_t)(end - p), m = strlen(max);
+
+	return n < m || (n == m && memcmp(p, max, m) <= 0);
+}
+
 static int
 scan_number(struct scan *s)
 {
-	if (at(s, '-'))
+	const unsigned char	*digits;
+	int			 negative = 0;
+
+	if (at(s, '-')) {
+		negative = 1;
 		s->p++;
+	}
+	digits = s->p;
 	if (at(s, '0')) {
 		s->p++;
 		if (digit(s))
 			return scan_fail(s, "number with a leading zero");
 	} else if (scan_digits(s) == -1)
 		return -1;
+	if (!at(s, '.') && !at(s, 'e') && !at(s, 'E') &&
+	    !fits_64_bits(digits, s->p, negative))
+		return scan_refuse(s, "an integer beyond 64 bits, which "
+		    "would not be carried exactly");
 	if (at(s, '.')) {
 		s->p++;
 		if (scan_digits(s) == -1)
@@ -117,9 +153,38 @@ scan_number(struct scan *s)
 }
 
 static int
+hex_digit(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The four hex digits of a \\u escape, after the u; -1 if malformed. */
+static long
+scan_hex4(struct scan *s)
+{
+	long	 v = 0;
+	int	 i, d;
+
+	for (i = 0; i < 4; i++, s->p++) {
+		if (s->p == s->end || (d = hex_digit(*s->p)) == -1) {
+			scan_fail(s, "invalid \\u escape in a string");
+			return -1;
+		}
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+static int
 scan_escape(struct scan *s)
 {
-	int	 i;
+	long	 u;
 
 	if (s->p == s->end)
 		return scan_fail(s, "unterminated string");
@@ -130,12 +195,29 @@ scan_escape(struct scan *s)
 	if (*s->p != 'u')
 		return scan_fail(s, "invalid escape in a string");
 	s->p++;
-	if ((size_t)(s->end - s->p) >= 4 && memcmp(s->p, "0000", 4) == 0)
+	if ((u = scan_hex4(s)) == -1)
+		return -1;
+	if (u == 0)
 		s->nul = 1;
-	for (i = 0; i < 4; i++, s->p++)
-		if (s->p == s->end || strchr("0123456789abcdefABCDEF",
-		    *s->p) == NULL || *s->p == '\0')
-			return scan_fail(s, "invalid \\u escape in a string");
+	/*
+	 * A surrogate must come in a pair, high then low; json-c would
+	 * quietly turn a lone one into U+FFFD.
+	 */
+	if (u >= 0xdc00 && u <= 0xdfff)
+		return scan_refuse(s, "a lone UTF-16 surrogate in a "
+		    "string");
+	if (u >= 0xd800 && u <= 0xdbff) {
+		if ((size_t)(s->end - s->p) < 2 || s->p[0] != '\\' ||
+		    s->p[1] != 'u')
+			return scan_refuse(s, "a lone UTF-16 surrogate in a "
+			    "string");
+		s->p += 2;
+		if ((u = scan_hex4(s)) == -1)
+			return -1;
+		if (u < 0xdc00 || u > 0xdfff)
+			return scan_refuse(s, "a lone UTF-16 surrogate in a "
+			    "string");
+	}
 	return 0;
 }
 
@@ -184,8 +266,10 @@ scan_members(struct scan *s, int object)
 {
 	char	 close = object ? '}' : ']';
 
-	if (++s->depth > JOBQ_JSON_DEPTH)
-		return scan_fail(s, "nesting too deep");
+	if (++s->depth > JOBQ_JSON_DEPTH) {
+		s->too_deep = 1;
+		return scan_refuse(s, "nesting too deep");
+	}
 	s->p++;
 	scan_space(s);
 	if (at(s, close)) {
@@ -200,6 +284,7 @@ scan_members(struct scan *s, int object)
 				return scan_fail(s, "expected a member name");
 			if (scan_string(s) == -1)
 				return -1;
+			s->members++;
 			/* json-c would cut the name at the NUL. */
 			if (s->nul)
 				return scan_fail(s, "NUL in a member name");
@@ -250,6 +335,26 @@ scan_value(struct scan *s)
 	}
 }
 
+/* The members of all the objects in a value, however deep. */
+static long
+count_members(json_object *v)
+{
+	long	 n = 0;
+	size_t	 i, len;
+
+	if (json_object_is_type(v, json_type_object)) {
+		json_object_object_foreach(v, key, member) {
+			(void)key;
+			n += 1 + count_members(member);
+		}
+	} else if (json_object_is_type(v, json_type_array)) {
+		len = json_object_array_length(v);
+		for (i = 0; i < len; i++)
+			n += count_members(json_object_array_get_idx(v, i));
+	}
+	return n;
+}
+
 /*
  * Check that doc[0..len) is exactly one RFC 8259 value with optional
  * whitespace around it.  On failure, say why, naming the line on which
@@ -257,7 +362,7 @@ scan_value(struct scan *s)
  */
 static int
 strict_check(const char *doc, size_t len, long first_line,
-    struct jobq_err *err)
+    json_object *obj, struct jobq_err *err)
 {
 	struct scan	 s;
 
@@ -265,15 +370,29 @@ strict_check(const char *doc, size_t len, long first_line,
 	s.end = s.p + len;
 	s.depth = 0;
 	s.nul = 0;
+	s.members = 0;
 	s.why = NULL;
+	s.valid = 0;
+	s.too_deep = 0;
 	if (scan_value(&s) == 0) {
 		scan_space(&s);
+		/*
+		 * json-c keeps the last of two members of one name: then
+		 * its objects hold fewer members than the text has.
+		 */
+		if (s.p == s.end && count_members(obj) != s.members)
+			return jobq_errf(err, EX_DATAERR, "line %ld: an "
+			    "object has two members of the same name",
+			    first_line);
 		if (s.p == s.end)
 			return 0;
 		s.why = "unexpected characters";
 	}
-	return jobq_errf(err, EX_DATAERR, "line %ld: invalid JSON: %s",
-	    first_line, s.why);
+	if (s.too_deep)
+		return jobq_errf(err, EX_DATAERR, "line %ld: nesting deeper "
+		    "than %d levels", first_line, JOBQ_JSON_DEPTH);
+	return jobq_errf(err, EX_DATAERR, "line %ld: %s%s", first_line,
+	    s.valid ? "" : "invalid JSON: ", s.why);
 }
 
 /* A reader of documents of at most max bytes each. */
@@ -284,7 +403,8 @@ jobq_reader_new(size_t max)
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
-	if ((r->tok = json_tokener_new_ex(JOBQ_JSON_DEPTH)) == NULL) {
+	/* json-c counts the document itself as a level. */
+	if ((r->tok = json_tokener_new_ex(JOBQ_JSON_DEPTH + 1)) == NULL) {
 		free(r);
 		return NULL;
 	}
@@ -352,9 +472,9 @@ finish_doc(struct jobq_reader *r, const char *buf, size_t n,
 	r->in_doc = 0;
 	json_tokener_reset(r->tok);
 	if (r->size == 0)
-		rc = strict_check(buf, n, r->doc_line, err);
+		rc = strict_check(buf, n, r->doc_line, *obj, err);
 	else if ((rc = keep(r, buf, n, err)) == 0)
-		rc = strict_check(r->doc, r->size, r->doc_line, err);
+		rc = strict_check(r->doc, r->size, r->doc_line, *obj, err);
 	r->size = 0;
 	if (rc == -1) {
 		json_object_put(*obj);

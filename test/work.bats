@@ -42,6 +42,14 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	assert_output --partial '"result":"plain words\ntwo lines\n"'
 }
 
+@test "jobq-work: output JSON that cannot be carried exactly is kept as a string" {
+	handler big 'cat >/dev/null; echo "[123456789012345678901234567890]"'
+	start work jobq-work -j 1 "$JOBS/h/big"
+	echo '{"type":"x"}' | submit
+	run result_of
+	assert_output --partial '"result":"[123456789012345678901234567890]\n"'
+}
+
 @test "jobq-work: empty output is a null result" {
 	start work jobq-work -j 1 true
 	echo '{"type":"x","payload":1}' | submit
