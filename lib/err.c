@@ -523,3 +523,16 @@ jobq_health(const char *path, int up, time_t *at, struct jobq_err *err)
 		close(fd);
 	return rc;
 }
+
+/* The value of a hexadecimal digit, or -1 for another character. */
+int
+jobq_hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

@@ -224,17 +224,6 @@ jobq_http_parse_head(const char *head, size_t len, int max_headers,
 	return 0;
 }
 
-static int
-hex(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* A line ending in CRLF (or LF) at p; its length, or -1 for "more". */
 static long
@@ -269,7 +258,7 @@ jobq_http_dechunk(const char *buf, size_t len, size_t max, char *out,
 			return len > max + 4096 ? jobq_errf(err, 400,
 			    "malformed chunk") : 0;
 		size = 0;
-		for (i = 0; i < (size_t)n && (d = hex(p[i])) >= 0; i++) {
+		for (i = 0; i < (size_t)n && (d = jobq_hex_digit(p[i])) >= 0; i++) {
 			if (i >= 8)
 				return jobq_errf(err, 400, "chunk size too "
 				    "long");

@@ -195,6 +195,7 @@ int	 jobq_config_check(const struct jobq_config *, struct jobq_err *);
 int	 jobq_uuid_canon(const char *, char [JOBQ_UUID_LEN + 1]);
 void	 jobq_uuid_new(char [JOBQ_UUID_LEN + 1]);
 int	 jobq_type_valid(const char *);
+int	 jobq_hex_digit(int);
 int	 jobq_health(const char *, int, time_t *, struct jobq_err *);
 
 /* json.c: strict JSON reading and UTF-8 */

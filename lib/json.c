@@ -152,18 +152,6 @@ scan_number(struct scan *s)
 	return 0;
 }
 
-static int
-hex_digit(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The four hex digits of a \\u escape, after the u; -1 if malformed. */
 static long
 scan_hex4(struct scan *s)
@@ -172,7 +160,7 @@ scan_hex4(struct scan *s)
 	int	 i, d;
 
 	for (i = 0; i < 4; i++, s->p++) {
-		if (s->p == s->end || (d = hex_digit(*s->p)) == -1) {
+		if (s->p == s->end || (d = jobq_hex_digit(*s->p)) == -1) {
 			scan_fail(s, "invalid \\u escape in a string");
 			return -1;
 		}
