@@ -32,9 +32,11 @@
 
 struct item {
 	uint64_t	 tag;
-	char		*body;		/* NULL: not a valid result */
+	char		*body;
 	size_t		 len;
-	char		 id[JOBQ_UUID_LEN + 1];
+	char		*why;		/* not stored, and why; NULL: a result */
+	char		*content_type;	/* of what is not a result */
+	char		 id[JOBQ_UUID_LEN + 1];	/* or the message_id */
 };
 
 struct batch {
@@ -46,6 +48,8 @@ struct batch {
 struct store {
 	struct jobq_config	 cfg;
 	amqp_connection_state_t	 conn;
+	amqp_connection_state_t	 dead;		/* for dead letters, or NULL */
+	uint64_t		 dead_seq;	/* its last publish */
 	PGconn			*db;
 	int			 max_batch;
 	struct batch		 batches[2];
@@ -115,10 +119,24 @@ on_signal(int sig)
 	stopping = 1;
 }
 
+/* Mark an item as not to be stored, for the dead-letter queue. */
+static void
+refuse(struct item *it, const char *why)
+{
+	struct jobq_err	 err;
+
+	free(it->why);
+	if ((it->why = strdup(why)) == NULL) {
+		jobq_errf(&err, EX_OSERR, "out of memory");
+		die(&err);
+	}
+}
+
 /*
  * Add a delivery to the next batch once it is checked.  The database
  * reads the message's own text: what was checked is what is stored,
- * numbers and all.
+ * numbers and all.  What is not a result stays in the batch, to go to
+ * the dead-letter queue when the batch is settled.
  */
 static void
 add(struct store *s, struct jobq_event *ev)
@@ -126,25 +144,33 @@ add(struct store *s, struct jobq_event *ev)
 	struct item		*it = &s->next->items[s->next->n++];
 	struct jobq_result	 r;
 	struct jobq_err		 err;
+	char			 why[sizeof(err.msg) + 16];
 
+	memset(it, 0, sizeof(*it));
 	it->tag = ev->tag;
-	it->body = NULL;
 	s->next->bytes += ev->body.len;
-	if (jobq_result_decode(ev->body.bytes, ev->body.len, &r,
-	    &err) == -1) {
-		jobq_log(JOBQ_ERROR, "not a result; message dropped",
-		    "message_id=%s err=%s", jobq_q(ev->message_id),
-		    jobq_q(err.msg));
-		return;
-	}
-	strcpy(it->id, r.id);
-	jobq_result_clear(&r);
-	if ((it->body = malloc(ev->body.len)) == NULL) {
+	if ((it->body = malloc(ev->body.len + 1)) == NULL) {
 		jobq_errf(&err, EX_OSERR, "out of memory");
 		die(&err);
 	}
 	memcpy(it->body, ev->body.bytes, ev->body.len);
 	it->len = ev->body.len;
+	if (jobq_result_decode(ev->body.bytes, ev->body.len, &r,
+	    &err) == 0) {
+		strcpy(it->id, r.id);
+		jobq_result_clear(&r);
+		return;
+	}
+	snprintf(why, sizeof(why), "not a result: %s", err.msg);
+	jobq_log(JOBQ_WARN, "not a result; dead-lettered", "message_id=%s "
+	    "err=%s", jobq_q(ev->message_id), jobq_q(err.msg));
+	refuse(it, why);
+	snprintf(it->id, sizeof(it->id), "%s", ev->message_id);
+	if ((it->content_type = strdup(*ev->content_type != '\0' ?
+	    ev->content_type : "application/octet-stream")) == NULL) {
+		jobq_errf(&err, EX_OSERR, "out of memory");
+		die(&err);
+	}
 }
 
 /* Whether a batch may take no more results. */
@@ -218,34 +244,103 @@ clear_batch(struct batch *b)
 {
 	int	 i;
 
-	for (i = 0; i < b->n; i++)
+	for (i = 0; i < b->n; i++) {
 		free(b->items[i].body);
+		free(b->items[i].why);
+		free(b->items[i].content_type);
+	}
 	b->n = 0;
 	b->bytes = 0;
 }
 
-/* Settle every delivery of a batch after its commit, and forget it. */
+/*
+ * Wait for the broker to confirm the last dead letter.  Its connection
+ * carries nothing else, so every frame on it is about that.
+ */
+static int
+dead_confirmed(struct store *s, struct jobq_err *err)
+{
+	struct jobq_event	 ev = { 0 };
+	long			 until = jobq_now_ms() + 30000;
+	int			 rc = 1;
+
+	while (rc == 1) {
+		if (jobq_now_ms() > until)
+			rc = jobq_errf(err, EX_UNAVAILABLE, "no confirm of a "
+			    "dead letter in 30 s");
+		else if (jobq_amqp_next(s->dead, 1000, &ev, err) == -1)
+			rc = -1;
+		else if (ev.kind == JOBQ_EV_ACK && ev.tag >= s->dead_seq)
+			rc = 0;
+		else if (ev.kind == JOBQ_EV_NACK || ev.kind ==
+		    JOBQ_EV_RETURN)
+			rc = jobq_errf(err, EX_UNAVAILABLE, "the broker did "
+			    "not take a dead letter for %s",
+			    s->cfg.dead_queue);
+	}
+	jobq_event_clear(&ev);
+	return rc;
+}
+
+/*
+ * Put what was not stored on the dead-letter queue, as it came, with
+ * headers that say why, where and when.  It goes over a connection of
+ * its own, opened on first need, so that waiting for its confirm does
+ * not mix with the deliveries of the result queue.
+ */
+static int
+dead_letter(struct store *s, const struct item *it, struct jobq_err *err)
+{
+	struct jobq_headers	 h = { .n = 0 };
+	struct jobq_pub		 pub = { 0 };
+	char			 now[JOBQ_TIME_LEN + 1];
+
+	if (s->dead == NULL) {
+		if ((s->dead = jobq_amqp_connect(&s->cfg, progname,
+		    err)) == NULL)
+			return -1;
+		s->dead_seq = 0;
+		if (jobq_amqp_confirms(s->dead, err) == -1)
+			return -1;
+	}
+	jobq_now(now);
+	jobq_header_str(&h, JOBQ_H_REASON, it->why);
+	jobq_header_str(&h, JOBQ_H_QUEUE, s->cfg.result_queue);
+	jobq_header_str(&h, JOBQ_H_FAILED_AT, now);
+	pub.exchange = "";
+	pub.key = s->cfg.dead_queue;
+	pub.mandatory = 1;
+	pub.id = *it->id != '\0' ? it->id : NULL;
+	pub.content_type = it->content_type != NULL ? it->content_type :
+	    "application/json";
+	pub.headers = jobq_headers_table(&h);
+	if (jobq_amqp_send(s->dead, &pub, it->body, it->len, err) == -1)
+		return -1;
+	s->dead_seq++;
+	return dead_confirmed(s, err);
+}
+
+/*
+ * Settle every delivery of a batch after its commit, and forget it:
+ * what was not stored goes to the dead-letter queue first, and then
+ * one ack covers them all.
+ */
 static void
 settle(struct store *s, struct batch *b)
 {
 	struct jobq_err	 err;
-	uint64_t	 last = 0;
 	int		 i;
 
-	for (i = 0; i < b->n; i++)
-		if (b->items[i].body != NULL)
-			last = b->items[i].tag;
-		else if (jobq_amqp_nack(s->conn, b->items[i].tag, 0,
-		    &err) == -1) {
+	for (i = 0; i < b->n && !s->broken; i++)
+		if (b->items[i].why != NULL &&
+		    dead_letter(s, &b->items[i], &err) == -1)
 			lost(s, &err);
-			break;
-		}
 	/*
-	 * One ack for all the stored ones: they come before "last", and
-	 * the results of the next batch all come after it.
+	 * The batch's deliveries come before its last one, and those of
+	 * the next batch all come after it.
 	 */
-	if (!s->broken && last != 0 &&
-	    jobq_amqp_ack(s->conn, last, 1, &err) == -1)
+	if (!s->broken && b->n > 0 &&
+	    jobq_amqp_ack(s->conn, b->items[b->n - 1].tag, 1, &err) == -1)
 		lost(s, &err);
 	jobq_log(JOBQ_DEBUG, "batch stored", "size=%d", b->n);
 	clear_batch(b);
@@ -266,7 +361,7 @@ results_text(const struct batch *b, int from, int to)
 	int		 i;
 
 	for (i = from; i < to; i++)
-		if (b->items[i].body != NULL)
+		if (b->items[i].why == NULL)
 			size += b->items[i].len + 1;
 	if (size == 2)
 		return NULL;
@@ -275,7 +370,7 @@ results_text(const struct batch *b, int from, int to)
 		die(&err);
 	}
 	for (i = from; i < to; i++)
-		if (b->items[i].body != NULL) {
+		if (b->items[i].why == NULL) {
 			text[off] = off == 0 ? '[' : ',';
 			off++;
 			memcpy(text + off, b->items[i].body,
@@ -329,11 +424,14 @@ store_each(struct store *s, struct batch *b)
 		else if (err.code != EX_DATAERR)
 			lost(s, &err);
 		else {
+			char	 why[sizeof(err.msg) + 32];
+
 			jobq_log(JOBQ_ERROR, "result refused by the "
-			    "database; message dropped", "id=%s err=%s",
+			    "database; dead-lettered", "id=%s err=%s",
 			    b->items[i].id, jobq_q(err.msg));
-			free(b->items[i].body);
-			b->items[i].body = NULL;
+			snprintf(why, sizeof(why), "refused by the database: "
+			    "%s", err.msg);
+			refuse(&b->items[i], why);
 		}
 	}
 }
@@ -502,6 +600,9 @@ recover(struct store *s)
 	forget_all(s);
 	amqp_destroy_connection(s->conn);
 	s->conn = NULL;
+	if (s->dead != NULL)
+		amqp_destroy_connection(s->dead);
+	s->dead = NULL;
 	PQfinish(s->db);
 	s->db = NULL;
 	s->broken = 0;
@@ -601,6 +702,8 @@ main(int argc, char *argv[])
 	health(&s, 0);
 	forget_all(&s);
 	jobq_amqp_close(s.conn);
+	if (s.dead != NULL)
+		jobq_amqp_close(s.dead);
 	PQfinish(s.db);
 	jobq_log(JOBQ_INFO, "stopped", "stored=%ld batches=%ld", s.stored,
 	    s.written);

@@ -107,7 +107,7 @@ stored() {
 	[ "$batches" -ge 2 ] && [ "$batches" -le 50 ]
 }
 
-@test "jobq-store: a bad message is dropped, the rest of its batch stored" {
+@test "jobq-store: a bad message is dead-lettered, the rest of its batch stored" {
 	migrate
 	jobq-submit </dev/null
 	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1)"
@@ -118,16 +118,28 @@ stored() {
 	    sed 's/3b7e/5b7e/')"
 	start store jobq-store
 	eventually stored 2
-	run logged store 'msg="not a result; message dropped"'
+	run logged store 'msg="not a result; dead-lettered"'
 	assert_success
 	run logged store 'status\\": \\"bogus\\" is not a status known here'
 	assert_success
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 2
+	run jobq-dead
+	assert_success
+	assert_output --partial "\"reason\":\"not a result: "
+	assert_output --partial "\"queue\":\"$JOBQ_RESULT_QUEUE\""
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_line --index 0 --regexp "x-jobq-reason=not a result: .* x-jobq-queue=$JOBQ_RESULT_QUEUE x-jobq-failed-at=[0-9TZ:.-]+\$"
+	assert_line --index 1 'not json at all'
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=not a result: member "status": "bogus" is not a status known here'
+	assert_output --partial '"status":"bogus"'
+	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
 }
 
-@test "jobq-store: a bad message at the end of a batch is dropped alone" {
+@test "jobq-store: a bad message at the end of a batch is dead-lettered alone" {
 	start_store
 	qtool put "$JOBQ_RESULT_QUEUE" 'not json at all'
-	eventually logged store 'msg="not a result; message dropped"'
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
 	put_result "$ID" succeeded 1 '"later"'
 	eventually stored 1
 	kill -0 "$(cat "$JOBS/store.pid")"
@@ -161,11 +173,12 @@ stored() {
 	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 1
 }
 
-@test "jobq-store: a result the table refuses is dropped, not the batch" {
+@test "jobq-store: a result the table refuses is dead-lettered, not the batch" {
 	migrate
 	jobq-submit </dev/null
 	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1)"
-	# A valid RFC 3339 time that PostgreSQL cannot hold.
+	# A year that RFC 3339 has no room for, which the check refuses, and
+	# a day that does not exist, which only PostgreSQL catches.
 	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1 |
 	    sed 's/3b7e/4b7e/; s/2026-01-01T00:00:01Z/9999999-01-01T00:00:01Z/')"
 	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1 |
@@ -174,8 +187,17 @@ stored() {
 	    sed 's/3b7e/5b7e/')"
 	start store jobq-store
 	eventually stored 2
-	run logged store 'msg="result refused by the database; message dropped"'
+	run logged store 'msg="result refused by the database; dead-lettered"'
 	assert_success
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 2
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=not a result: member "started_at": not an RFC 3339 time'
+	assert_output --partial '9999999-01-01T00:00:01Z'
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial "message_id=4b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09 "
+	assert_output --partial 'x-jobq-reason=refused by the database: store results: '
+	assert_output --partial '"started_at":"2026-02-30'
+	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
 }
 
 @test "jobq-store: each commit notifies waiters" {
