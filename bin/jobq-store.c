@@ -155,7 +155,10 @@ add(struct store *s, struct jobq_event *ev)
 	}
 	memcpy(it->body, ev->body.bytes, ev->body.len);
 	it->len = ev->body.len;
-	if (jobq_result_decode(ev->body.bytes, ev->body.len, &r,
+	if (!jobq_event_is_json(ev))
+		jobq_errf(&err, EX_DATAERR, "content type %s, not "
+		    "application/json", ev->content_type);
+	else if (jobq_result_decode(ev->body.bytes, ev->body.len, &r,
 	    &err) == 0) {
 		strcpy(it->id, r.id);
 		jobq_result_clear(&r);

@@ -39,6 +39,7 @@
 #define MAX_BACKOFF	30	/* seconds between tries to reconnect */
 #define DEFAULT_STEPS	"5,30,120,600"
 #define PERSISTENT_PREFETCH 256	/* jobs in hand at least, with -p */
+#define MESSAGE_OVERHEAD 4096	/* bytes of a job message beyond its document */
 
 extern char **environ;
 
@@ -1313,6 +1314,7 @@ delivered(struct worker *w, struct jobq_event *ev)
 {
 	struct jobq_err	 err, derr;
 	struct waiting	*q;
+	char		 why[400];
 
 	if (w->qlen == w->prefetch) {
 		jobq_errf(&err, EX_SOFTWARE, "broker sent more than the "
@@ -1320,6 +1322,20 @@ delivered(struct worker *w, struct jobq_event *ev)
 		die(&err);
 	}
 	q = &w->queue[(w->qhead + w->qlen) % w->prefetch];
+	if (!jobq_event_is_json(ev)) {
+		snprintf(why, sizeof(why), "content type %s, not "
+		    "application/json", ev->content_type);
+		not_a_job(w, ev, why);
+		return;
+	}
+	/* A job message is its document and a few hundred bytes more. */
+	if (ev->body.len > w->cfg.max_size + MESSAGE_OVERHEAD) {
+		snprintf(why, sizeof(why), "%zu bytes, more than the %zu of "
+		    "a job of the largest size", ev->body.len,
+		    w->cfg.max_size + MESSAGE_OVERHEAD);
+		not_a_job(w, ev, why);
+		return;
+	}
 	if (jobq_job_decode(ev->body.bytes, ev->body.len, &q->job,
 	    &derr) == -1) {
 		not_a_job(w, ev, derr.msg);

@@ -706,6 +706,20 @@ jobq_amqp_get(amqp_connection_state_t conn, const char *queue,
 	return 1;
 }
 
+/*
+ * Whether a delivery says it is JSON, perhaps with parameters such as a
+ * charset, or says nothing of its content type.
+ */
+int
+jobq_event_is_json(const struct jobq_event *ev)
+{
+	size_t	 n = strlen("application/json");
+
+	return *ev->content_type == '\0' ||
+	    (strncmp(ev->content_type, "application/json", n) == 0 &&
+	    (ev->content_type[n] == '\0' || ev->content_type[n] == ';'));
+}
+
 /* Whether a frame can be read without waiting on the socket. */
 int
 jobq_amqp_pending(amqp_connection_state_t conn)

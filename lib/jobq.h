@@ -266,6 +266,7 @@ int	 jobq_amqp_ack(amqp_connection_state_t, uint64_t, int,
 int	 jobq_amqp_nack(amqp_connection_state_t, uint64_t, int,
 	    struct jobq_err *);
 int	 jobq_amqp_pending(amqp_connection_state_t);
+int	 jobq_event_is_json(const struct jobq_event *);
 int	 jobq_amqp_depth(amqp_connection_state_t, const char *, long *,
 	    long *, struct jobq_err *);
 

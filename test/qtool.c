@@ -5,7 +5,9 @@
  *	qtool get QUEUE		take one message: a line of properties and
  *				headers, then the body; exit 1 when the
  *				queue is empty
- *	qtool put QUEUE BODY	publish BODY as is, persistent, confirmed
+ *	qtool put QUEUE BODY [TYPE]
+ *				publish BODY as is, persistent, confirmed,
+ *				with content type TYPE (application/json)
  *	qtool delete QUEUE	delete a queue
  *
  * The broker is the one JOBQ_AMQP_URL names.  Queues are looked at
@@ -114,15 +116,21 @@ get(amqp_connection_state_t conn, const char *queue)
 }
 
 static void
-put(amqp_connection_state_t conn, const char *queue, const char *body)
+put(amqp_connection_state_t conn, const char *queue, const char *body,
+    const char *content_type)
 {
 	struct jobq_event	 ev = { 0 };
 	struct jobq_err		 err;
+	struct jobq_pub		 pub = { 0 };
 
+	pub.exchange = "";
+	pub.key = queue;
+	pub.mandatory = 1;
+	pub.id = pub.type = "qtool";
+	pub.content_type = content_type;
 	if (jobq_amqp_confirms(conn, &err) == -1)
 		fail("confirms", &err);
-	if (jobq_amqp_publish(conn, "", queue, 1, "qtool", "qtool", body,
-	    strlen(body), &err) == -1)
+	if (jobq_amqp_send(conn, &pub, body, strlen(body), &err) == -1)
 		fail("publish", &err);
 	do {
 		if (jobq_amqp_next(conn, 5000, &ev, &err) == -1)
@@ -151,9 +159,10 @@ main(int argc, char *argv[])
 	struct jobq_err		 err;
 	int			 rc = 0;
 
-	if (argc < 3 || (strcmp(argv[1], "put") == 0) != (argc == 4)) {
+	if (argc < 3 || (strcmp(argv[1], "put") == 0) != (argc == 4 ||
+	    argc == 5)) {
 		fprintf(stderr, "usage: qtool depth|get|delete QUEUE | "
-		    "qtool put QUEUE BODY\n");
+		    "qtool put QUEUE BODY [TYPE]\n");
 		return 64;
 	}
 	jobq_config_init(&cfg);
@@ -164,7 +173,7 @@ main(int argc, char *argv[])
 	else if (strcmp(argv[1], "get") == 0)
 		rc = get(conn, argv[2]);
 	else if (strcmp(argv[1], "put") == 0)
-		put(conn, argv[2], argv[3]);
+		put(conn, argv[2], argv[3], argc == 5 ? argv[4] : NULL);
 	else if (strcmp(argv[1], "delete") == 0)
 		delete(conn, argv[2]);
 	else {

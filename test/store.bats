@@ -136,6 +136,16 @@ stored() {
 	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
 }
 
+@test "jobq-store: a result of another content type is dead-lettered" {
+	start_store
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 1)" text/csv
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_line --index 0 --partial 'content_type=text/csv '
+	assert_line --index 0 --partial 'x-jobq-reason=not a result: content type text/csv, not application/json '
+	assert_equal "$(sql "SELECT count(*) FROM jobs")" 0
+}
+
 @test "jobq-store: a bad message at the end of a batch is dead-lettered alone" {
 	start_store
 	qtool put "$JOBQ_RESULT_QUEUE" 'not json at all'

@@ -250,6 +250,29 @@ echo done"
 	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
 }
 
+@test "jobq-work: a job of another content type, or too large, is dead-lettered" {
+	export JOBQ_MAX_SIZE=1000
+	start work jobq-work -j 1 cat
+	eventually has_consumer "$JOBQ_JOB_QUEUE"
+	job='{"v":1,"id":"3b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09","type":"x","payload":"%s","attempt":1,"submitted_at":"2026-01-01T00:00:00Z"}'
+	# shellcheck disable=SC2059
+	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" a)" text/plain
+	# shellcheck disable=SC2059
+	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" "$(head -c 6000 /dev/zero | tr '\0' a)")"
+	# shellcheck disable=SC2059
+	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" b)" 'application/json; charset=utf-8'
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	run results
+	assert_output --partial '"result":"b"'
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 2
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_line --index 0 --partial 'content_type=text/plain '
+	assert_line --index 0 --partial 'x-jobq-reason=not a job: content type text/plain, not application/json '
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_line --index 0 --partial 'x-jobq-reason=not a job: 6125 bytes, more than the 5096 of a job of the largest size '
+	kill -0 "$(cat "$JOBS/work.pid")"
+}
+
 @test "jobq-work: logs one logfmt line per job" {
 	start work jobq-work -j 1 true
 	echo '{"type":"x"}' | submit
