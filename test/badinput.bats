@@ -131,3 +131,31 @@ nest() {
 		    'member "type": must be 1 to 64 characters of A-Z a-z 0-9 . _ -, the first a letter or digit'
 	done
 }
+
+@test "bad input: quotes built to break SQL or a shell are stored as text" {
+	migrate
+	start store jobq-store
+	mkdir -p "$JOBS/h"
+	cat >"$JOBS/h/quote" <<-'EOF'
+	#!/bin/sh
+	p=$(cat)
+	case $p in
+	*fail*)	echo "'; DELETE FROM jobs; -- \$(touch pwned)" >&2; exit 65 ;;
+	esac
+	echo '"x'\''); DROP TABLE jobs; -- $(touch pwned) `touch pwned`"'
+	EOF
+	chmod +x "$JOBS/h/quote"
+	cd "$JOBS"
+	start work jobq-work -j 1 -a 1 "$JOBS/h/quote"
+	ok=$(jobq-submit <<<"{\"type\":\"x\",\"payload\":\"'; DROP TABLE jobs; --\"}")
+	bad=$(jobq-submit <<<'{"type":"x","payload":"fail $(touch pwned)"}')
+	run jobq-result -w -t 30 "$ok"
+	assert_output --partial '"result":"x'\''); DROP TABLE jobs; -- $(touch pwned) `touch pwned`"'
+	run jobq-result -w -t 30 "$bad"
+	assert_output --partial '"error":"exit status 65: '\''; DELETE FROM jobs; -- $(touch pwned)"'
+	assert_equal "$(sql "SELECT count(*) FROM jobs")" 2
+	[ ! -e "$JOBS/pwned" ]
+	run jobq-httpd < <(printf 'GET /job/%s%%27%%3B%%20DROP%%20TABLE%%20jobs HTTP/1.1\r\nConnection: close\r\n\r\n' "$ok")
+	assert_line --index 0 --regexp '^HTTP/1.1 (400|404) '
+	assert_equal "$(sql "SELECT count(*) FROM jobs")" 2
+}
