@@ -11,9 +11,11 @@
  * twice leaves one row, and of two different results for one job the
  * row keeps the newer by the rule in jobq(7).
  *
- * When the broker or the database goes away, the batch in hand is
- * dropped unacknowledged, so the broker delivers it again, and both
+ * When the broker or the database goes away, the batches in hand are
+ * dropped unacknowledged, so the broker delivers them again, and the
  * connections are opened anew with a growing pause between tries.
+ * What cannot be stored goes to the dead-letter queue, over a broker
+ * connection of its own for each batch that has any.
  */
 #include <getopt.h>
 #include <poll.h>
@@ -257,8 +259,9 @@ clear_batch(struct batch *b)
 }
 
 /*
- * Wait for the broker to confirm the last dead letter.  Its connection
- * carries nothing else, so every frame on it is about that.
+ * Wait for the broker to confirm the dead letters sent, which the last
+ * one's confirm covers.  Their connection carries nothing else, so
+ * every frame on it is about them.
  */
 static int
 dead_confirmed(struct store *s, struct jobq_err *err)
@@ -286,10 +289,11 @@ dead_confirmed(struct store *s, struct jobq_err *err)
 }
 
 /*
- * Put what was not stored on the dead-letter queue, as it came, with
- * headers that say why, where and when.  It goes over a connection of
- * its own, opened on first need, so that waiting for its confirm does
- * not mix with the deliveries of the result queue.
+ * Send what was not stored to the dead-letter queue, as it came, with
+ * headers that say why, where and when; dead_confirmed() waits for it.
+ * It goes over a connection of its own, opened for the batch, so that
+ * waiting for the confirms does not mix with the deliveries of the
+ * result queue.
  */
 static int
 dead_letter(struct store *s, const struct item *it, struct jobq_err *err)
@@ -320,7 +324,7 @@ dead_letter(struct store *s, const struct item *it, struct jobq_err *err)
 	if (jobq_amqp_send(s->dead, &pub, it->body, it->len, err) == -1)
 		return -1;
 	s->dead_seq++;
-	return dead_confirmed(s, err);
+	return 0;
 }
 
 /*
@@ -338,6 +342,13 @@ settle(struct store *s, struct batch *b)
 		if (b->items[i].why != NULL &&
 		    dead_letter(s, &b->items[i], &err) == -1)
 			lost(s, &err);
+	if (!s->broken && s->dead != NULL && dead_confirmed(s, &err) == -1)
+		lost(s, &err);
+	/* Idle, the broker would close it for want of heartbeats. */
+	if (s->dead != NULL) {
+		jobq_amqp_close(s->dead);
+		s->dead = NULL;
+	}
 	/*
 	 * The batch's deliveries come before its last one, and those of
 	 * the next batch all come after it.
@@ -587,7 +598,7 @@ forget_all(struct store *s)
 
 /*
  * A connection failed.  Drop the batches unacknowledged, so that the
- * broker delivers it again, close both connections, and open them
+ * broker delivers them again, close the connections, and open them
  * again, pausing longer after each failure.
  */
 static void
@@ -619,7 +630,8 @@ recover(struct store *s)
 			health(s, 1);
 			return;
 		}
-		if (err.code != EX_UNAVAILABLE)
+		if (err.code != EX_UNAVAILABLE ||
+		    strncmp(err.sqlstate, "42", 2) == 0)
 			die(&err);
 		/* Each new reason is worth a line; its repeats are not. */
 		jobq_log(strcmp(err.msg, last.msg) != 0 ? JOBQ_WARN :

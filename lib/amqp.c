@@ -1,7 +1,7 @@
 /*
  * amqp.c: the broker side of jobq.
  *
- * Every tool uses one connection and channel 1 on it.  The topology is
+ * A connection uses channel 1 only; most tools need one connection.  The topology is
  * declared by every tool that connects, so that no start-up order can
  * lose a message to a missing queue.  jobq_amqp_next() is the one place
  * that reads frames: consumers and publishers with confirms share it, so

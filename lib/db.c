@@ -276,18 +276,26 @@ jobq_db_store_done(PGconn *conn)
 int
 jobq_db_store_wait(PGconn *conn, long *stored, struct jobq_err *err)
 {
-	PGresult	*res, *extra;
-	int		 rc = 0;
+	PGresult	*res;
+	int		 rc = 0, rows = 0;
 
-	res = PQgetResult(conn);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rc = db_err(conn, res, "store results", err);
-	else
-		*stored = atol(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	/* The end of the answer; a lost connection ends it too. */
-	while ((extra = PQgetResult(conn)) != NULL)
-		PQclear(extra);
+	/*
+	 * The commit comes after the rows, so that an error of the commit
+	 * is a result of its own after them: read every result, and keep
+	 * the first error.
+	 */
+	while ((res = PQgetResult(conn)) != NULL) {
+		if (rc == 0 && PQresultStatus(res) == PGRES_TUPLES_OK &&
+		    !rows) {
+			*stored = atol(PQgetvalue(res, 0, 0));
+			rows = 1;
+		} else if (rc == 0)
+			rc = db_err(conn, res, "store results", err);
+		PQclear(res);
+	}
+	if (rc == 0 && (!rows || PQstatus(conn) != CONNECTION_OK ||
+	    PQtransactionStatus(conn) != PQTRANS_IDLE))
+		rc = db_err(conn, NULL, "store results", err);
 	return rc;
 }
 

@@ -398,6 +398,11 @@ jobq_result_decode(const void *body, size_t len, struct jobq_result *r,
 		    "character");
 		goto out;
 	}
+	/* The database reads the whole message, members unknown too. */
+	if (jobq_json_has_nul(m)) {
+		jobq_errf(err, EX_DATAERR, "a member holds a NUL character");
+		goto out;
+	}
 	r->result = json_object_get(result);
 	rc = 0;
 out:

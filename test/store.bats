@@ -210,6 +210,26 @@ stored() {
 	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
 }
 
+@test "jobq-store: a result refused only at the commit is dead-lettered, not lost" {
+	migrate
+	sql "CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS
+	    \$\$ BEGIN IF NEW.result = '\"bad\"'::jsonb THEN RAISE EXCEPTION
+	    'refused at commit' USING ERRCODE = '23514'; END IF; RETURN NULL;
+	    END \$\$; CREATE CONSTRAINT TRIGGER refuse_bad AFTER INSERT ON jobs
+	    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION
+	    refuse_bad()" >/dev/null
+	jobq-submit </dev/null
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 '"good"')"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 '"bad"' |
+	    sed 's/3b7e/4b7e/')"
+	start store jobq-store
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
+	assert_equal "$(sql "SELECT result FROM jobs")" '"good"'
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=refused by the database: store results: refused at commit'
+	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
+}
+
 @test "jobq-store: each commit notifies waiters" {
 	start_store
 	jobq-result -t 30 "$ID" >"$JOBS/waited" 3>&- &
