@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -708,16 +709,21 @@ jobq_amqp_get(amqp_connection_state_t conn, const char *queue,
 
 /*
  * Whether a delivery says it is JSON, perhaps with parameters such as a
- * charset, or says nothing of its content type.
+ * charset, or says nothing of its content type.  Media types are
+ * compared without regard to case.
  */
 int
 jobq_event_is_json(const struct jobq_event *ev)
 {
-	size_t	 n = strlen("application/json");
+	const char	*rest = ev->content_type + strlen("application/json");
 
-	return *ev->content_type == '\0' ||
-	    (strncmp(ev->content_type, "application/json", n) == 0 &&
-	    (ev->content_type[n] == '\0' || ev->content_type[n] == ';'));
+	if (*ev->content_type == '\0')
+		return 1;
+	if (strncasecmp(ev->content_type, "application/json",
+	    strlen("application/json")) != 0)
+		return 0;
+	rest += strspn(rest, " \t");
+	return *rest == '\0' || *rest == ';';
 }
 
 /* Whether a frame can be read without waiting on the socket. */

@@ -260,7 +260,7 @@ echo done"
 	# shellcheck disable=SC2059
 	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" "$(head -c 6000 /dev/zero | tr '\0' a)")"
 	# shellcheck disable=SC2059
-	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" b)" 'application/json; charset=utf-8'
+	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" b)" 'Application/JSON ; charset=utf-8'
 	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
 	run results
 	assert_output --partial '"result":"b"'
