@@ -36,7 +36,7 @@ struct item {
 	uint64_t	 tag;
 	char		*body;
 	size_t		 len;
-	char		*why;		/* not stored, and why; NULL: a result */
+	char		*why;		/* why not stored; NULL: a result */
 	char		*content_type;	/* of what is not a result */
 	char		 id[JOBQ_UUID_LEN + 1];	/* or the message_id */
 };
@@ -55,7 +55,7 @@ struct store {
 	PGconn			*db;
 	int			 max_batch;
 	struct batch		 batches[2];
-	struct batch		*next;		/* being taken from the broker */
+	struct batch		*next;		/* being filled */
 	struct batch		*sent;		/* being written, or NULL */
 	long			 stored, written;
 	const char		*health;	/* file kept fresh, or NULL */

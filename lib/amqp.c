@@ -1,11 +1,12 @@
 /*
  * amqp.c: the broker side of jobq.
  *
- * A connection uses channel 1 only; most tools need one connection.  The topology is
- * declared by every tool that connects, so that no start-up order can
- * lose a message to a missing queue.  jobq_amqp_next() is the one place
- * that reads frames: consumers and publishers with confirms share it, so
- * that deliveries and confirms can arrive interleaved on one channel.
+ * A connection uses channel 1 only; most tools need one connection.
+ * The topology is declared by every tool that connects, so that no
+ * start-up order can lose a message to a missing queue.
+ * jobq_amqp_next() is the one place that reads frames: consumers and
+ * publishers with confirms share it, so that deliveries and confirms
+ * can arrive interleaved on one channel.
  */
 #include <fcntl.h>
 #include <limits.h>

@@ -258,7 +258,8 @@ jobq_http_dechunk(const char *buf, size_t len, size_t max, char *out,
 			return len > max + 4096 ? jobq_errf(err, 400,
 			    "malformed chunk") : 0;
 		size = 0;
-		for (i = 0; i < (size_t)n && (d = jobq_hex_digit(p[i])) >= 0; i++) {
+		for (i = 0; i < (size_t)n &&
+		    (d = jobq_hex_digit(p[i])) >= 0; i++) {
 			if (i >= 8)
 				return jobq_errf(err, 400, "chunk size too "
 				    "long");

@@ -103,7 +103,8 @@ confirms(amqp_connection_state_t conn, uint64_t confirmed, uint64_t want,
 		if (jobq_amqp_next(conn, wait ? 5000 : 0, &ev, &err) == -1)
 			fail("confirm", &err);
 		if (ev.kind == JOBQ_EV_NACK || ev.kind == JOBQ_EV_RETURN) {
-			jobq_errf(&err, EX_UNAVAILABLE, "refused or unroutable");
+			jobq_errf(&err, EX_UNAVAILABLE,
+			    "refused or unroutable");
 			fail("publish", &err);
 		}
 		if (ev.kind == JOBQ_EV_ACK)
@@ -196,7 +197,8 @@ consume(const char *queue, long n, const char *relay)
 			}
 		} else if (ev.kind == JOBQ_EV_NACK ||
 		    ev.kind == JOBQ_EV_RETURN) {
-			jobq_errf(&err, EX_UNAVAILABLE, "refused or unroutable");
+			jobq_errf(&err, EX_UNAVAILABLE,
+			    "refused or unroutable");
 			fail("relay", &err);
 		}
 	}

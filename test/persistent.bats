@@ -16,6 +16,22 @@ $2
 done"
 }
 
+# around DOC: a plain job, then DOC, then a plain job, each waited for
+# on the result queue; the results are in $lines, and $first and $last
+# the handler pids that answered the first and the last.
+around() {
+	local n doc
+	n=$(depth "$JOBQ_RESULT_QUEUE")
+	for doc in '{"type":"x"}' "$1" '{"type":"x"}'; do
+		echo "$doc" | submit
+		n=$((n + 1))
+		eventually has_depth "$JOBQ_RESULT_QUEUE" "$n"
+	done
+	run results
+	first=$(number_of "${lines[0]}")
+	last=$(number_of "${lines[2]}")
+}
+
 @test "persistent: -p keeps one process per slot for many jobs" {
 	phandler pid 'echo "{\"status\":\"succeeded\",\"result\":$$}"'
 	start work jobq-work -p -j 2 "$JOBS/h/pid"
@@ -71,16 +87,8 @@ esac'
 *) echo "{\"status\":\"succeeded\",\"result\":$$}" ;;
 esac'
 	start work jobq-work -p -j 1 -a 1 "$JOBS/h/bad"
-	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
-	echo '{"type":"x","payload":"bad"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
-	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
-	run results
+	around '{"type":"x","payload":"bad"}'
 	assert_line --index 1 --partial '"status":"failed","result":null,"error":"bad reply from the handler: '
-	first=$(number_of "${lines[0]}")
-	last=$(number_of "${lines[2]}")
 	[ -n "$first" ] && [ "$first" != "$last" ]
 }
 
@@ -144,16 +152,8 @@ sleep 30 & wait"
 @test "persistent: a job refused before it reaches the handler spares it" {
 	phandler pid 'echo "{\"status\":\"succeeded\",\"result\":$$}"'
 	start work jobq-work -p -j 1 -C 100 "$JOBS/h/pid"
-	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
-	echo '{"type":"x","timeout":100}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
-	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
-	run results
+	around '{"type":"x","timeout":100}'
 	assert_line --index 1 --partial 'is not below the broker'
-	first=$(number_of "${lines[0]}")
-	last=$(number_of "${lines[2]}")
 	assert_equal "$first" "$last"
 }
 
