@@ -15,11 +15,15 @@
  * killing its worker ends on the dead-letter queue.  A lost broker
  * connection is opened again with a growing pause between tries.
  */
+/* For posix_spawn_file_actions_addchdir_np(), which -c needs. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -39,6 +43,8 @@
 #define MAX_BACKOFF	30	/* seconds between tries to reconnect */
 #define DEFAULT_STEPS	"5,30,120,600"
 #define PERSISTENT_PREFETCH 256	/* jobs in hand at least, with -p */
+#define MAX_ENV		64	/* -e options */
+#define MAX_GROUPS	256	/* of the user of -U */
 #define MESSAGE_OVERHEAD 4096	/* bytes of a job message beyond its document */
 
 extern char **environ;
@@ -90,6 +96,15 @@ struct proc {
 	int		 in, out;	/* -1 once closed */
 };
 
+/* The user that handlers run as (-U), looked up at the start. */
+struct user {
+	char		*home, *user, *logname;	/* NAME=VALUE */
+	uid_t		 uid;
+	gid_t		 gid;
+	gid_t		 groups[MAX_GROUPS];
+	int		 ngroups;
+};
+
 /*
  * A publish that the broker has not confirmed yet, and the delivery it
  * settles: a delivery is acked once all its publishes are confirmed.
@@ -104,6 +119,13 @@ struct worker {
 	amqp_connection_state_t	 conn;
 	char			**argv;	/* the handler command */
 	const char		*dir;	/* or the handlers folder */
+	const char		*env_opts[MAX_ENV];	/* of -e */
+	int			 nenv_opts;
+	char			**env;	/* what handlers start from */
+	size_t			 nenv;
+	const char		*workdir;	/* of handlers (-c), or NULL */
+	struct user		*as;		/* of handlers (-U), or NULL */
+	const char		*as_name;	/* the -U given */
 	int			 persistent;	/* -p */
 	struct proc		*procs;	/* of -p, one per slot */
 	int			 njobs;
@@ -145,9 +167,10 @@ usage(int status)
 	FILE	*f = status == 0 ? stdout : stderr;
 
 	fprintf(f, "usage: %s [-hJpV] [-a attempts] [-B steps] "
-	    "[-C seconds] [-E queue] [-f file]\n\t[-g seconds] [-j jobs] "
-	    "[-q queue] [-R deliveries] [-r queue] [-S bytes]\n\t"
-	    "[-t seconds] [-u url] [-x exchange]\n\t"
+	    "[-C seconds] [-c dir]\n\t[-E queue] [-e name[=value]] "
+	    "[-f file] [-g seconds] [-j jobs]\n\t[-q queue] "
+	    "[-R deliveries] [-r queue] [-S bytes] [-t seconds]\n\t"
+	    "[-U user] [-u url] [-x exchange]\n\t"
 	    "{-D dir | [--] command [arg ...]}\n", progname);
 	exit(status);
 }
@@ -249,37 +272,124 @@ findable(const char *cmd)
 }
 
 /*
- * The environment of a handler: ours, with the job's variables, or
- * without any for a persistent handler (job NULL).
+ * The variables of ours that every handler gets: none of them carries a
+ * secret.  Others, the broker URL and the database's among them, reach
+ * a handler only when -e names them.
  */
-static char **
-job_env(const struct jobq_job *job)
+static const char *const passed_env[] = {
+	"HOME", "LANG", "LANGUAGE", "LOGNAME", "PATH", "SHELL", "TERM",
+	"TMPDIR", "TZ", "USER", "JOBQ_DEAD_QUEUE", "JOBQ_EXCHANGE",
+	"JOBQ_JOB_QUEUE", "JOBQ_LOG", "JOBQ_MAX_SIZE", "JOBQ_RESULT_QUEUE",
+	NULL
+};
+
+/* Whether an entry NAME=VALUE of an environment has the name given. */
+static int
+env_named(const char *entry, const char *name, size_t len)
 {
-	static char	 id[64], type[128], attempt[64];
-	char		**env;
-	size_t		 n = 0, i, k = 0;
+	return strncmp(entry, name, len) == 0 && entry[len] == '=';
+}
+
+/*
+ * Set an entry NAME=VALUE in an environment of *n entries, replacing
+ * the one of the same name; there must be room for one more.
+ */
+static void
+env_put(char **env, size_t *n, char *entry)
+{
+	size_t	 len = strcspn(entry, "="), i;
+
+	for (i = 0; i < *n; i++)
+		if (env_named(env[i], entry, len)) {
+			env[i] = entry;
+			return;
+		}
+	env[(*n)++] = entry;
+}
+
+/* Whether a variable of ours goes to handlers without being asked for. */
+static int
+passed(const char *entry)
+{
+	size_t	 len = strcspn(entry, "="), i;
+
+	if (strncmp(entry, "LC_", 3) == 0)
+		return 1;
+	for (i = 0; passed_env[i] != NULL; i++)
+		if (strlen(passed_env[i]) == len &&
+		    env_named(entry, passed_env[i], len))
+			return 1;
+	return 0;
+}
+
+/*
+ * Make the environment that every handler starts from: the variables
+ * of passed_env that we have, then those of -e, each either NAME=VALUE
+ * or NAME, which copies ours when we have it.  The strings are ours or
+ * the command line's; only the array is allocated.
+ */
+static void
+make_env(struct worker *w)
+{
+	size_t	 n = 0, k = 0, i, len;
+	int	 j;
 
 	while (environ[n] != NULL)
 		n++;
-	if ((env = calloc(n + 4, sizeof(*env))) == NULL)
-		return NULL;
-	/* Only the job's own variables, not JOBQ_JOB_QUEUE and the like. */
-	for (i = 0; i < n; i++)
-		if (strncmp(environ[i], "JOBQ_JOB_ID=", 12) != 0 &&
-		    strncmp(environ[i], "JOBQ_JOB_TYPE=", 14) != 0 &&
-		    strncmp(environ[i], "JOBQ_ATTEMPT=", 13) != 0)
-			env[k++] = environ[i];
-	if (job == NULL) {
-		env[k] = NULL;
-		return env;
+	if ((w->env = calloc(n + (size_t)w->nenv_opts + 4,
+	    sizeof(*w->env))) == NULL) {
+		perror(progname);
+		exit(EX_OSERR);
 	}
+	for (i = 0; i < n; i++)
+		if (passed(environ[i]))
+			env_put(w->env, &k, environ[i]);
+	if (w->as != NULL) {
+		env_put(w->env, &k, w->as->home);
+		env_put(w->env, &k, w->as->user);
+		env_put(w->env, &k, w->as->logname);
+	}
+	for (j = 0; j < w->nenv_opts; j++) {
+		const char *opt = w->env_opts[j];
+
+		if (strchr(opt, '=') != NULL) {
+			env_put(w->env, &k, (char *)(uintptr_t)opt);
+			continue;
+		}
+		len = strlen(opt);
+		for (i = 0; i < n; i++)
+			if (env_named(environ[i], opt, len))
+				env_put(w->env, &k, environ[i]);
+	}
+	w->nenv = k;
+}
+
+/*
+ * The environment of a handler: the one of make_env(), with the job's
+ * variables, or without them for a persistent handler (job NULL).
+ */
+static char **
+job_env(const struct worker *w, const struct jobq_job *job)
+{
+	static char	 id[64], type[128], attempt[64];
+	char		**env;
+	size_t		 k = 0, i;
+
+	if ((env = calloc(w->nenv + 4, sizeof(*env))) == NULL)
+		return NULL;
+	for (i = 0; i < w->nenv; i++)
+		if (strncmp(w->env[i], "JOBQ_JOB_ID=", 12) != 0 &&
+		    strncmp(w->env[i], "JOBQ_JOB_TYPE=", 14) != 0 &&
+		    strncmp(w->env[i], "JOBQ_ATTEMPT=", 13) != 0)
+			env[k++] = w->env[i];
+	if (job == NULL)
+		return env;
 	snprintf(id, sizeof(id), "JOBQ_JOB_ID=%s", job->id);
 	snprintf(type, sizeof(type), "JOBQ_JOB_TYPE=%s", job->type);
 	snprintf(attempt, sizeof(attempt), "JOBQ_ATTEMPT=%d", job->attempt);
 	env[k++] = id;
 	env[k++] = type;
 	env[k++] = attempt;
-	env[k] = NULL;
 	return env;
 }
 
@@ -303,37 +413,29 @@ close_fd(int *fd)
 	}
 }
 
-/*
- * Start argv in a new process group, with pipes for its stdin and
- * stdout, and for its stderr when err_fd is not NULL (else it shares
- * ours).  The command is looked up in PATH unless its path is given.
- * Returns 0, or -1 with a message in err.
- */
+/* The fds of a handler's stdin, stdout and stderr (-1: ours). */
+struct stdio {
+	int	 in, out, err;
+};
+
+/* Start argv with posix_spawn(): 0 or an errno. */
 static int
-start_process(char **argv, int use_path, char **env, pid_t *pid,
-    int *in_fd, int *out_fd, int *err_fd, struct jobq_err *err)
+spawn_process(const struct worker *w, char **argv, int use_path,
+    char **env, const struct stdio *io, pid_t *pid)
 {
 	posix_spawn_file_actions_t	 fa;
 	posix_spawnattr_t		 at;
 	sigset_t			 none, dflt;
-	int				 in[2], out[2], er[2] = { -1, -1 }, rc;
+	int				 rc;
 
-	if (cloexec_pipe(in) == -1)
-		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(errno));
-	if (cloexec_pipe(out) == -1 || (err_fd != NULL &&
-	    cloexec_pipe(er) == -1)) {
-		rc = errno;
-		close(in[0]);
-		close(in[1]);
-		close_fd(&out[0]);
-		close_fd(&out[1]);
-		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(rc));
-	}
 	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
-	posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-	if (err_fd != NULL)
-		posix_spawn_file_actions_adddup2(&fa, er[1], STDERR_FILENO);
+	posix_spawn_file_actions_adddup2(&fa, io->in, STDIN_FILENO);
+	posix_spawn_file_actions_adddup2(&fa, io->out, STDOUT_FILENO);
+	if (io->err != -1)
+		posix_spawn_file_actions_adddup2(&fa, io->err, STDERR_FILENO);
+	/* In glibc since 2.29, and in musl. */
+	if (w->workdir != NULL)
+		posix_spawn_file_actions_addchdir_np(&fa, w->workdir);
 	posix_spawnattr_init(&at);
 	sigemptyset(&none);
 	sigemptyset(&dflt);
@@ -352,6 +454,113 @@ start_process(char **argv, int use_path, char **env, pid_t *pid,
 		rc = posix_spawn(pid, argv[0], &fa, &at, argv, env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
+	return rc;
+}
+
+/*
+ * The child's side of fork_process(): become the handler, or report
+ * why not through the pipe fd and exit.
+ */
+static void
+become(const struct worker *w, char **argv, int use_path, char **env,
+    const struct stdio *io, int fd)
+{
+	const struct user	*u = w->as;
+	sigset_t		 none;
+	int			 e;
+
+	setpgid(0, 0);
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (dup2(io->in, STDIN_FILENO) != -1 &&
+	    dup2(io->out, STDOUT_FILENO) != -1 &&
+	    (io->err == -1 || dup2(io->err, STDERR_FILENO) != -1) &&
+	    (w->workdir == NULL || chdir(w->workdir) == 0) &&
+	    setgroups((size_t)u->ngroups, u->groups) == 0 &&
+	    setgid(u->gid) == 0 && setuid(u->uid) == 0) {
+		if (use_path)
+			execvpe(argv[0], argv, env);
+		else
+			execve(argv[0], argv, env);
+	}
+	e = errno;
+	(void)write(fd, &e, sizeof(e));
+	_exit(127);
+}
+
+/*
+ * Start argv as the user of -U, which posix_spawn() cannot do: fork,
+ * and let the child take on the user's groups and ids before exec.
+ * What fails in the child comes back as its errno through a pipe that
+ * a successful exec closes.  0 or an errno.
+ */
+static int
+fork_process(const struct worker *w, char **argv, int use_path,
+    char **env, const struct stdio *io, pid_t *pid)
+{
+	sigset_t	 all, old;
+	int		 fds[2], e = 0;
+	ssize_t		 n;
+
+	if (cloexec_pipe(fds) == -1)
+		return errno;
+	/* No handler of ours may run in the child before exec. */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	if ((*pid = fork()) == 0)
+		become(w, argv, use_path, env, io, fds[1]);
+	e = *pid == -1 ? errno : 0;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(fds[1]);
+	if (*pid != -1) {
+		/* So that a kill of the group never misses the child. */
+		setpgid(*pid, *pid);
+		while ((n = read(fds[0], &e, sizeof(e))) == -1 &&
+		    errno == EINTR)
+			;
+		if (n == (ssize_t)sizeof(e))
+			waitpid(*pid, NULL, 0);
+		else
+			e = 0;
+	}
+	close(fds[0]);
+	return e;
+}
+
+/*
+ * Start argv in a new process group, with pipes for its stdin and
+ * stdout, and for its stderr when err_fd is not NULL (else it shares
+ * ours).  The command is looked up in PATH unless its path is given.
+ * Returns 0, or -1 with a message in err.
+ */
+static int
+start_process(const struct worker *w, char **argv, int use_path,
+    char **env, pid_t *pid, int *in_fd, int *out_fd, int *err_fd,
+    struct jobq_err *err)
+{
+	struct stdio	 io;
+	int		 in[2], out[2], er[2] = { -1, -1 }, rc;
+
+	if (cloexec_pipe(in) == -1)
+		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(errno));
+	if (cloexec_pipe(out) == -1 || (err_fd != NULL &&
+	    cloexec_pipe(er) == -1)) {
+		rc = errno;
+		close(in[0]);
+		close(in[1]);
+		close_fd(&out[0]);
+		close_fd(&out[1]);
+		return jobq_errf(err, EX_OSERR, "pipe: %s", strerror(rc));
+	}
+	io.in = in[0];
+	io.out = out[1];
+	io.err = er[1];
+	rc = w->as != NULL ? fork_process(w, argv, use_path, env, &io, pid) :
+	    spawn_process(w, argv, use_path, env, &io, pid);
 	close(in[0]);
 	close(out[1]);
 	close_fd(&er[1]);
@@ -394,9 +603,9 @@ spawn(struct worker *w, struct run *r, struct jobq_err *err)
 		one[1] = NULL;
 		argv = one;
 	}
-	if ((env = job_env(&r->job)) == NULL)
+	if ((env = job_env(w, &r->job)) == NULL)
 		return jobq_errf(err, EX_OSERR, "out of memory");
-	rc = start_process(argv, w->dir == NULL, env, &r->pid, &r->in,
+	rc = start_process(w, argv, w->dir == NULL, env, &r->pid, &r->in,
 	    &r->out, &r->err, err);
 	free(env);
 	return rc;
@@ -421,10 +630,10 @@ hand_over(struct worker *w, struct run *r, struct jobq_err *err)
 		close_fd(&p->out);
 	}
 	if (p->pid == 0) {
-		if ((env = job_env(NULL)) == NULL)
+		if ((env = job_env(w, NULL)) == NULL)
 			return jobq_errf(err, EX_OSERR, "out of memory");
-		rc = start_process(w->argv, 1, env, &p->pid, &p->in, &p->out,
-		    NULL, err);
+		rc = start_process(w, w->argv, 1, env, &p->pid, &p->in,
+		    &p->out, NULL, err);
 		free(env);
 		if (rc == -1)
 			return -1;
@@ -1719,6 +1928,27 @@ parse_steps(struct worker *w, const char *arg)
 	}
 }
 
+/* Take -e NAME or -e NAME=VALUE. */
+static void
+env_option(struct worker *w, const char *arg)
+{
+	size_t	 len = strcspn(arg, "=");
+
+	if (len == 0 || strspn(arg, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789_") != len ||
+	    (arg[0] >= '0' && arg[0] <= '9')) {
+		fprintf(stderr, "%s: -e %s: not a variable name, nor one "
+		    "with =value\n", progname, arg);
+		usage(EX_USAGE);
+	}
+	if (w->nenv_opts == MAX_ENV) {
+		fprintf(stderr, "%s: -e: at most %d variables\n", progname,
+		    MAX_ENV);
+		usage(EX_USAGE);
+	}
+	w->env_opts[w->nenv_opts++] = arg;
+}
+
 static int
 number(int c, long min, long max, const char *unit)
 {
@@ -1737,8 +1967,10 @@ options(struct worker *w, int argc, char *argv[])
 		{ "max-attempts", required_argument,	NULL, 'a' },
 		{ "backoff",	required_argument,	NULL, 'B' },
 		{ "consumer-timeout", required_argument, NULL, 'C' },
+		{ "chdir",	required_argument,	NULL, 'c' },
 		{ "handlers",	required_argument,	NULL, 'D' },
 		{ "dead-queue",	required_argument,	NULL, 'E' },
+		{ "env",	required_argument,	NULL, 'e' },
 		{ "health-file", required_argument,	NULL, 'f' },
 		{ "grace",	required_argument,	NULL, 'g' },
 		{ "help",	no_argument,		NULL, 'h' },
@@ -1751,6 +1983,7 @@ options(struct worker *w, int argc, char *argv[])
 		{ "max-size",	required_argument,	NULL, 'S' },
 		{ "timeout",	required_argument,	NULL, 't' },
 		{ "amqp-url",	required_argument,	NULL, 'u' },
+		{ "user",	required_argument,	NULL, 'U' },
 		{ "version",	no_argument,		NULL, 'V' },
 		{ "exchange",	required_argument,	NULL, 'x' },
 		{ NULL,		0,			NULL, 0 }
@@ -1759,7 +1992,7 @@ options(struct worker *w, int argc, char *argv[])
 	int		 c;
 
 	while ((c = getopt_long(argc, argv,
-	    "+a:B:C:D:E:f:g:hJj:pq:R:r:S:t:u:Vx:", longopts, NULL)) != -1)
+	    "+a:B:C:c:D:E:e:f:g:hJj:pq:R:r:S:t:U:u:Vx:", longopts, NULL)) != -1)
 		switch (c) {
 		case 'a':
 			w->max_attempts = number(c, 1, JOBQ_MAX_ATTEMPTS, NULL);
@@ -1771,8 +2004,14 @@ options(struct worker *w, int argc, char *argv[])
 			w->consumer_timeout = number(c, 2, INT_MAX / 1000,
 			    "seconds");
 			break;
+		case 'c':
+			w->workdir = optarg;
+			break;
 		case 'D':
 			w->dir = optarg;
+			break;
+		case 'e':
+			env_option(w, optarg);
 			break;
 		case 'f':
 			w->health = optarg;
@@ -1795,6 +2034,9 @@ options(struct worker *w, int argc, char *argv[])
 			break;
 		case 't':
 			w->timeout = number(c, 1, JOBQ_MAX_TIMEOUT, "seconds");
+			break;
+		case 'U':
+			w->as_name = optarg;
 			break;
 		case 'V':
 			printf("%s %s\n", progname, JOBQ_VERSION);
@@ -1827,9 +2069,85 @@ options(struct worker *w, int argc, char *argv[])
 	w->argv = argv + optind;
 }
 
+/*
+ * A path that stays good once a handler has changed its directory:
+ * absolute.  Exits when it cannot be found.
+ */
+static const char *
+absolute(const char *path)
+{
+	char	*abs;
+
+	if (path[0] == '/')
+		return path;
+	if ((abs = realpath(path, NULL)) == NULL) {
+		fprintf(stderr, "%s: %s: %s\n", progname, path,
+		    strerror(errno));
+		exit(EX_NOINPUT);
+	}
+	return abs;
+}
+
+/* A NAME=VALUE string, allocated. */
+static char *
+env_entry(const char *name, const char *value)
+{
+	size_t	 size = strlen(name) + strlen(value) + 2;
+	char	*s;
+
+	if ((s = malloc(size)) == NULL) {
+		perror(progname);
+		exit(EX_OSERR);
+	}
+	snprintf(s, size, "%s=%s", name, value);
+	return s;
+}
+
+/*
+ * Look up the user of -U, by name or else by number, with its groups,
+ * and the variables that say who a handler is.  Only root may run
+ * handlers as another user.
+ */
+static void
+check_user(struct worker *w)
+{
+	static struct user	 u;
+	struct passwd		*pw;
+	long			 uid;
+	int			 n = MAX_GROUPS;
+
+	if (w->as_name == NULL)
+		return;
+	if ((pw = getpwnam(w->as_name)) == NULL && jobq_parse_long(w->as_name,
+	    0, INT_MAX, &uid) == 0)
+		pw = getpwuid((uid_t)uid);
+	if (pw == NULL) {
+		fprintf(stderr, "%s: -U %s: no such user\n", progname,
+		    w->as_name);
+		exit(EX_NOUSER);
+	}
+	if (geteuid() != 0 && pw->pw_uid != geteuid()) {
+		fprintf(stderr, "%s: -U %s: only root can run handlers as "
+		    "another user\n", progname, w->as_name);
+		exit(EX_NOPERM);
+	}
+	if (getgrouplist(pw->pw_name, pw->pw_gid, u.groups, &n) == -1) {
+		fprintf(stderr, "%s: -U %s: in more than %d groups\n",
+		    progname, w->as_name, MAX_GROUPS);
+		exit(EX_NOUSER);
+	}
+	u.ngroups = n;
+	u.uid = pw->pw_uid;
+	u.gid = pw->pw_gid;
+	u.home = env_entry("HOME", pw->pw_dir);
+	u.user = env_entry("USER", pw->pw_name);
+	u.logname = env_entry("LOGNAME", pw->pw_name);
+	w->as = &u;
+}
+
 /* Check what can be checked before taking any job. */
 static void
-check_handlers(const struct worker *w)
+check_handlers(struct worker *w)
 {
 	struct stat	 st;
 
@@ -1843,6 +2161,18 @@ check_handlers(const struct worker *w)
 		    w->argv[0]);
 		exit(EX_UNAVAILABLE);
 	}
+	if (w->workdir == NULL)
+		return;
+	if (stat(w->workdir, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "%s: -c %s: not a folder\n", progname,
+		    w->workdir);
+		exit(EX_NOINPUT);
+	}
+	/* Handlers are found before they change directory. */
+	if (w->dir != NULL)
+		w->dir = absolute(w->dir);
+	else if (strchr(w->argv[0], '/') != NULL)
+		w->argv[0] = (char *)(uintptr_t)absolute(w->argv[0]);
 }
 
 static void
@@ -1914,6 +2244,8 @@ main(int argc, char *argv[])
 		return err.code;
 	}
 	check_handlers(&w);
+	check_user(&w);
+	make_env(&w);
 	setup(&w);
 	jobq_log(JOBQ_INFO, "started", "queue=%s jobs=%d prefetch=%d",
 	    jobq_q(w.cfg.job_queue), w.njobs, w.prefetch);

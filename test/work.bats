@@ -360,3 +360,102 @@ sleep 30"
 	run result_of
 	assert_output --partial "\"result\":\"$JOBQ_JOB_QUEUE t\""
 }
+
+@test "jobq-work: handlers get no credentials, only what -e passes on" {
+	handler env 'printf "\"%s|%s|%s|%s|%s\"" "${JOBQ_AMQP_URL-unset}" \
+    "${PGPASSWORD-unset}" "${SECRET-unset}" "${EXTRA-unset}" "$LC_ALL"'
+	PGPASSWORD=pw SECRET=s LC_ALL=C start work jobq-work -j 1 \
+	    "$JOBS/h/env"
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial '"result":"unset|unset|unset|unset|C"'
+	stop work
+	LC_ALL= PGPASSWORD=pw SECRET=s start work jobq-work -j 1 -e PGPASSWORD \
+	    -e EXTRA=a=b -e JOBQ_AMQP_URL -e NOT_SET "$JOBS/h/env"
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial "\"result\":\"$JOBQ_AMQP_URL|pw|unset|a=b|\""
+}
+
+@test "jobq-work: a persistent handler gets the same clean environment" {
+	handler penv 'while read -r _; do
+printf "{\"status\":\"succeeded\",\"result\":\"%s|%s\"}\n" \
+    "${SECRET-unset}" "${KEPT-unset}"; done'
+	SECRET=s KEPT=k start work jobq-work -p -j 1 -e KEPT "$JOBS/h/penv"
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial '"result":"unset|k"'
+}
+
+@test "jobq-work: -c runs handlers in a folder, found from where we were" {
+	mkdir -p "$JOBS/wd" "$JOBS/types"
+	handler pwd 'cat >/dev/null; printf "\"%s\"" "$(pwd)"'
+	cp "$JOBS/h/pwd" "$JOBS/types/pwd"
+	cd "$JOBS"
+	start work jobq-work -j 1 -c wd h/pwd
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial "\"result\":\"$JOBS/wd\""
+	stop work
+	start work jobq-work -j 1 -c "$JOBS/wd" -D types
+	echo '{"type":"pwd"}' | submit
+	run result_of
+	assert_output --partial "\"status\":\"succeeded\",\"result\":\"$JOBS/wd\""
+}
+
+@test "jobq-work: bad -c and -e are refused at start" {
+	run jobq-work -c "$JOBS/none" true
+	assert_failure 66
+	assert_output "jobq-work: -c $JOBS/none: not a folder"
+	run jobq-work -e 1X true
+	assert_failure 64
+	assert_output --partial 'jobq-work: -e 1X: not a variable name, nor one with =value'
+	run jobq-work -e =v true
+	assert_failure 64
+	run jobq-work $(printf -- '-e V%d ' $(seq 65)) true
+	assert_failure 64
+	assert_output --partial 'jobq-work: -e: at most 64 variables'
+}
+
+@test "jobq-work: -U runs handlers as another user, who cannot see ours" {
+	[ "$(id -u)" = 0 ] || skip "only root can run handlers as another user"
+	start work jobq-work -j 1 -U nobody -- sh -c 'cat >/dev/null
+if cat /proc/$PPID/environ >/dev/null 2>&1; then r=read; else r=denied; fi
+printf "\"%s %s %s\"" "$(id -un)" "$USER" "$r"'
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial '"status":"succeeded","result":"nobody nobody denied"'
+	stop work
+	start work jobq-work -p -j 1 -U nobody -- sh -c 'while read -r _; do
+printf "{\"status\":\"succeeded\",\"result\":\"%s\"}\n" "$(id -un)"; done'
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial '"status":"succeeded","result":"nobody"'
+}
+
+@test "jobq-work: a handler that -U cannot start fails its job" {
+	[ "$(id -u)" = 0 ] || skip "only root can run handlers as another user"
+	mkdir -p "$JOBS/private"
+	chmod 700 "$JOBS/private"
+	printf '#!/bin/sh\necho hi\n' >"$JOBS/private/h"
+	chmod 755 "$JOBS/private/h"
+	start work jobq-work -j 1 -a 1 -U nobody "$JOBS/private/h"
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial '"status":"failed"'
+	assert_output --partial "cannot run $JOBS/private/h: Permission denied"
+}
+
+@test "jobq-work: -U of no user, or not as root, is refused" {
+	run jobq-work -U no-such-user-here true
+	assert_failure 67
+	assert_output 'jobq-work: -U no-such-user-here: no such user'
+	[ "$(id -u)" = 0 ] || skip "the second half needs root"
+	d=$(mktemp -d /tmp/jobq-user.XXXXXX)
+	chmod 755 "$d"
+	cp "$(command -v jobq-work)" "$d/"
+	run runuser -u nobody -- "$d/jobq-work" -U root true
+	rm -rf "$d"
+	assert_failure 77
+	assert_output 'jobq-work: -U root: only root can run handlers as another user'
+}
