@@ -219,9 +219,13 @@ jobq_amqp_close(amqp_connection_state_t conn)
 }
 
 /*
- * Declare a durable classic queue of version 2.  A retry queue also has
- * a message TTL of ttl_ms and sends what expires to the queue named by
- * back, through the default exchange.
+ * Declare a durable queue: a classic queue of version 2, or a retry
+ * queue when back is not NULL.  A retry queue holds each message for
+ * ttl_ms and then sends it to the queue named by back, through the
+ * default exchange.  It is a quorum queue, the only kind that hands
+ * an expired message on at least once: a classic queue drops it when
+ * the broker stops at that moment.  Quorum queues need it to refuse
+ * publishes, rather than drop messages, when full.
  */
 static int
 declare_queue(amqp_connection_state_t conn, const char *queue, long ttl_ms,
@@ -230,11 +234,16 @@ declare_queue(amqp_connection_state_t conn, const char *queue, long ttl_ms,
 	struct jobq_headers	 args = { .n = 0 };
 	char			 what[300];
 
-	jobq_header_int(&args, "x-queue-version", 2);
-	if (back != NULL) {
+	if (back == NULL)
+		jobq_header_int(&args, "x-queue-version", 2);
+	else {
+		jobq_header_str(&args, "x-queue-type", "quorum");
 		jobq_header_int(&args, "x-message-ttl", ttl_ms);
 		jobq_header_str(&args, "x-dead-letter-exchange", "");
 		jobq_header_str(&args, "x-dead-letter-routing-key", back);
+		jobq_header_str(&args, "x-dead-letter-strategy",
+		    "at-least-once");
+		jobq_header_str(&args, "x-overflow", "reject-publish");
 	}
 	amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0,
 	    0, jobq_headers_table(&args));

@@ -246,3 +246,12 @@ echo '\"out\"'"
 	assert_output --partial '"status":"succeeded","result":"out"'
 	kill "$(cat "$JOBS/escaped.pid")" 2>/dev/null || true
 }
+
+@test "retry: retry queues are quorum queues that hand expired jobs on at least once" {
+	start work jobq-work -j 1 -B 1 true
+	eventually has_depth "$JOBQ_JOB_QUEUE.retry.1s" 0
+	run broker_ctl list_queues name type arguments
+	assert_line --regexp "^$JOBQ_JOB_QUEUE\.retry\.1s	quorum	.*x-dead-letter-strategy.*at-least-once"
+	assert_line --regexp "^$JOBQ_JOB_QUEUE\.retry\.1s	quorum	.*x-overflow.*reject-publish"
+	assert_line --regexp "^$JOBQ_JOB_QUEUE	classic	"
+}
