@@ -1700,7 +1700,7 @@ step(struct worker *w, struct pollfd *pfd)
 			pump(w, &w->runs[i], pfd[first[i]].revents,
 			    pfd[first[i] + 1].revents,
 			    pfd[first[i] + 2].revents);
-	reap(w);
+	/* A handler's end is reaped when its SIGCHLD wakes us, not here. */
 	broker_events(w);
 	check_deadlines(w);
 	if (!w->draining && !w->broken)
