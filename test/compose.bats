@@ -77,3 +77,13 @@ worker httpd service_healthy"
 	assert_output --partial socat
 	assert_output --partial 'COPY --from=build'
 }
+
+@test "compose: it will not start without an HTTP token" {
+	grep -v '^JOBQ_HTTP_TOKEN=' .env.example >"$BATS_TEST_TMPDIR/env"
+	run docker-compose --env-file "$BATS_TEST_TMPDIR/env" \
+	    -f docker-compose.yml config -q
+	assert_failure
+	assert_output --partial 'set JOBQ_HTTP_TOKEN in .env'
+	run docker-compose --env-file .env.example -f docker-compose.yml config
+	assert_output --partial 'JOBQ_HTTP_TOKEN: change-me-too'
+}
