@@ -26,7 +26,8 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 	assert_line --regexp '^jobq one-shot +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+$'
 	assert_line --regexp '^  jobq-work -j 8 +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
 	assert_line --regexp '^  jobq-store +- +- +- +- +[0-9]+ +[0-9.]+ +-$'
-	assert_line --regexp '^submit one \(median ms\) +- +[0-9.]+ +- +- +- +- +[0-9.]+$'
+	assert_line --regexp '^submit one \(ms\) +- +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+$'
+	assert_line --regexp '^minimal client \(ms\) +- +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +-$'
 	for c in 1 8; do
 		assert_line --regexp "^httpd POST, $c connections +[0-9]+ +- +- +- +- +- +[0-9.]+\$"
 		assert_line --regexp "^  $c publishers, each confirm +[0-9]+ +- +- +- +- +- +-\$"
@@ -58,6 +59,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 		assert_line --regexp "^  jobq-work at $n jobs +- +- +- +- +[0-9]+ +- +-\$"
 		assert_line --regexp "^  jobq-store at $n jobs +- +- +- +- +[0-9]+ +- +-\$"
 	done
+	assert_line --regexp '^jobq persistent, 2000 jobs +[0-9]+ +- +- +- +- +- +[0-9.]+$'
 	# The PNG signature, then the width and height of its header.
 	run od -A n -t x1 -w24 -N 24 "$BATS_TEST_TMPDIR/lat.png"
 	assert_output --regexp '^ 89 50 4e 47 0d 0a 1a 0a .* 00 00 04 b0 00 00 01 f4$'
