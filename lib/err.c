@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -460,12 +461,33 @@ jobq_uuid_canon(const char *s, char out[JOBQ_UUID_LEN + 1])
 	return 0;
 }
 
+/*
+ * A new random (version 4) UUID in canonical lowercase form.  The
+ * bytes come from getrandom(2), a block at a time: libuuid seeds its
+ * own generator again for every UUID, which costs a stream of jobs
+ * more than all the rest of its parsing.  The block left over is not
+ * shared with a child, since the tools fork only to exec.
+ */
 void
 jobq_uuid_new(char out[JOBQ_UUID_LEN + 1])
 {
-	uuid_t	 u;
+	static unsigned char	 pool[256];
+	static size_t		 left;
+	uuid_t			 u;
 
-	uuid_generate_random(u);
+	if (left < sizeof(u)) {
+		if (getrandom(pool, sizeof(pool), 0) != (ssize_t)sizeof(pool)) {
+			uuid_generate_random(u);
+			uuid_unparse_lower(u, out);
+			return;
+		}
+		left = sizeof(pool);
+	}
+	left -= sizeof(u);
+	memcpy(u, pool + left, sizeof(u));
+	memset(pool + left, 0, sizeof(u));
+	u[6] = (u[6] & 0x0f) | 0x40;	/* version 4 */
+	u[8] = (u[8] & 0x3f) | 0x80;	/* the variant of RFC 4122 */
 	uuid_unparse_lower(u, out);
 }
 

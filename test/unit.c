@@ -989,6 +989,39 @@ test_uuid_type(void)
 	    "type_valid: empty, bad first character, space refused");
 }
 
+/* Whether a string is a version 4 UUID of RFC 4122's variant. */
+static int
+uuid_v4(const char *s)
+{
+	char	 canon[JOBQ_UUID_LEN + 1];
+
+	return jobq_uuid_canon(s, canon) == 0 && same(canon, s) &&
+	    s[14] == '4' && strchr("89ab", s[19]) != NULL;
+}
+
+static int
+by_string(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void
+test_uuid_new(void)
+{
+	static char	 ids[1000][JOBQ_UUID_LEN + 1];
+	int		 i, v4 = 1, distinct = 1;
+
+	for (i = 0; i < 1000; i++) {
+		jobq_uuid_new(ids[i]);
+		v4 = v4 && uuid_v4(ids[i]);
+	}
+	qsort(ids, 1000, sizeof(ids[0]), by_string);
+	for (i = 1; i < 1000; i++)
+		distinct = distinct && strcmp(ids[i - 1], ids[i]) != 0;
+	check(v4, "uuid_new: version 4, RFC 4122 variant, lowercase");
+	check(distinct, "uuid_new: 1000 in a row are all different");
+}
+
 static void
 test_q(void)
 {
@@ -1218,6 +1251,7 @@ main(void)
 	test_time_valid();
 	test_now();
 	test_uuid_type();
+	test_uuid_new();
 	test_q();
 	test_http_head();
 	test_http_chunked();
