@@ -85,6 +85,8 @@ stack() {
 @test "jobq-stack: its credentials are its own and kept private" {
 	run stat -c %a "$STACK/secrets"
 	assert_output 600
+	run stat -c %a "$STACK/rabbit/rabbitmq.conf"
+	assert_output 600
 	eval "$(stack env)"
 	run jobq-submit -u "amqp://guest:guest@127.0.0.1:${JOBQ_AMQP_URL##*@127.0.0.1:}" </dev/null
 	assert_failure 69
