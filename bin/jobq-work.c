@@ -476,12 +476,18 @@ become(const struct worker *w, char **argv, int use_path, char **env,
 	signal(SIGCHLD, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/*
+	 * The user changes before the folder, which it must be able to
+	 * enter.  One who is not root may only name itself, and has
+	 * nothing to change.
+	 */
 	if (dup2(io->in, STDIN_FILENO) != -1 &&
 	    dup2(io->out, STDOUT_FILENO) != -1 &&
 	    (io->err == -1 || dup2(io->err, STDERR_FILENO) != -1) &&
-	    (w->workdir == NULL || chdir(w->workdir) == 0) &&
-	    setgroups((size_t)u->ngroups, u->groups) == 0 &&
-	    setgid(u->gid) == 0 && setuid(u->uid) == 0) {
+	    (geteuid() != 0 ||
+	    (setgroups((size_t)u->ngroups, u->groups) == 0 &&
+	    setgid(u->gid) == 0 && setuid(u->uid) == 0)) &&
+	    (w->workdir == NULL || chdir(w->workdir) == 0)) {
 		if (use_path)
 			execvpe(argv[0], argv, env);
 		else
@@ -2071,20 +2077,29 @@ options(struct worker *w, int argc, char *argv[])
 
 /*
  * A path that stays good once a handler has changed its directory:
- * absolute.  Exits when it cannot be found.
+ * absolute, made from ours without resolving links, so that a handler
+ * that looks at its name sees the one it was given.  Exits when our
+ * directory has no name.
  */
 static const char *
 absolute(const char *path)
 {
-	char	*abs;
+	char	 cwd[PATH_MAX], *abs;
+	size_t	 size;
 
 	if (path[0] == '/')
 		return path;
-	if ((abs = realpath(path, NULL)) == NULL) {
-		fprintf(stderr, "%s: %s: %s\n", progname, path,
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		fprintf(stderr, "%s: the current folder: %s\n", progname,
 		    strerror(errno));
 		exit(EX_NOINPUT);
 	}
+	size = strlen(cwd) + strlen(path) + 2;
+	if ((abs = malloc(size)) == NULL) {
+		perror(progname);
+		exit(EX_OSERR);
+	}
+	snprintf(abs, size, "%s/%s", cwd, path);
 	return abs;
 }
 

@@ -476,7 +476,9 @@ jobq_uuid_new(char out[JOBQ_UUID_LEN + 1])
 	uuid_t			 u;
 
 	if (left < sizeof(u)) {
-		if (getrandom(pool, sizeof(pool), 0) != (ssize_t)sizeof(pool)) {
+		/* Early in a boot the kernel's pool may not be ready. */
+		if (getrandom(pool, sizeof(pool), GRND_NONBLOCK) !=
+		    (ssize_t)sizeof(pool)) {
 			uuid_generate_random(u);
 			uuid_unparse_lower(u, out);
 			return;

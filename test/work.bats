@@ -401,6 +401,13 @@ printf "{\"status\":\"succeeded\",\"result\":\"%s|%s\"}\n" \
 	echo '{"type":"pwd"}' | submit
 	run result_of
 	assert_output --partial "\"status\":\"succeeded\",\"result\":\"$JOBS/wd\""
+	stop work
+	ln -s pwd "$JOBS/h/named"
+	handler pwd 'cat >/dev/null; printf "\"%s\"" "$0"'
+	start work jobq-work -j 1 -c wd h/named
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial "\"result\":\"$JOBS/h/named\""
 }
 
 @test "jobq-work: bad -c and -e are refused at start" {
@@ -431,6 +438,21 @@ printf "{\"status\":\"succeeded\",\"result\":\"%s\"}\n" "$(id -un)"; done'
 	echo '{"type":"t"}' | submit
 	run result_of
 	assert_output --partial '"status":"succeeded","result":"nobody"'
+}
+
+@test "jobq-work: -U of its own user needs no root" {
+	[ "$(id -u)" = 0 ] || skip "making another user needs root"
+	d=$(mktemp -d /tmp/jobq-user.XXXXXX)
+	chmod 755 "$d"
+	cp "$(command -v jobq-work)" "$d/"
+	start work setpriv --reuid nobody --regid nogroup --clear-groups \
+	    "$d/jobq-work" -j 1 -U nobody -- sh -c 'cat >/dev/null
+printf "\"%s %s\"" "$(id -un)" "$HOME"'
+	echo '{"type":"t"}' | submit
+	run result_of
+	stop work
+	rm -rf "$d"
+	assert_output --partial "\"status\":\"succeeded\",\"result\":\"nobody $(getent passwd nobody | cut -d: -f6)\""
 }
 
 @test "jobq-work: a handler that -U cannot start fails its job" {
