@@ -75,7 +75,7 @@ struct run {
 	size_t		 tail_len;
 	char		 started_at[JOBQ_TIME_LEN + 1];
 	struct timespec	 t0;
-	time_t		 deadline;	/* 0: none */
+	long		 deadline;	/* of jobq_now_ms(); 0: none */
 	int		 killed;	/* 1: SIGTERM sent, 2: SIGKILL */
 	int		 timed_out;
 	time_t		 reaped_at;
@@ -727,7 +727,7 @@ start_job(struct worker *w, struct run *r)
 	clock_gettime(CLOCK_MONOTONIC, &r->t0);
 	timeout = r->job.timeout > 0 ? r->job.timeout : w->timeout;
 	if (timeout > 0)
-		r->deadline = time(NULL) + timeout;
+		r->deadline = jobq_now_ms() + timeout * 1000L;
 	if ((request = w->persistent ? request_line(&r->job) : NULL) == NULL &&
 	    w->persistent) {
 		jobq_errf(&err, EX_OSERR, "out of memory");
@@ -936,13 +936,13 @@ reap(struct worker *w)
 
 /* Stop a handler's group: SIGTERM now, SIGKILL after a grace. */
 static void
-terminate(struct run *r, time_t now)
+terminate(struct run *r, long now_ms)
 {
 	if (r->killed == 0) {
 		r->killed = 1;
 		kill(-r->pid, SIGTERM);
-		r->deadline = now + KILL_GRACE;
-	} else if (r->killed == 1 && now >= r->deadline) {
+		r->deadline = now_ms + KILL_GRACE * 1000L;
+	} else if (r->killed == 1 && now_ms >= r->deadline) {
 		r->killed = 2;
 		kill(-r->pid, SIGKILL);
 	}
@@ -950,12 +950,15 @@ terminate(struct run *r, time_t now)
 
 /*
  * Enforce the time limits of jobs, and the grace period of a shutdown,
- * after which the jobs still running are stopped and put back.
+ * after which the jobs still running are stopped and put back.  Time
+ * limits count in milliseconds of the monotonic clock: in whole
+ * seconds of the calendar, a limit of N could end a job after N - 1.
  */
 static void
 check_deadlines(struct worker *w)
 {
 	time_t	 now = time(NULL);
+	long	 now_ms = jobq_now_ms();
 	int	 i, stop = w->draining && now >= w->stop_at;
 
 	for (i = 0; i < w->njobs; i++) {
@@ -974,11 +977,11 @@ check_deadlines(struct worker *w)
 			r->abandoned = 1;
 			jobq_log(JOBQ_WARN, "grace period over; stopping job",
 			    "id=%s pid=%ld", r->job.id, (long)r->pid);
-			terminate(r, now);
-		} else if (r->deadline != 0 && now >= r->deadline) {
+			terminate(r, now_ms);
+		} else if (r->deadline != 0 && now_ms >= r->deadline) {
 			if (r->killed == 0 && !r->abandoned)
 				r->timed_out = 1;
-			terminate(r, now);
+			terminate(r, now_ms);
 		}
 	}
 }

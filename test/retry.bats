@@ -222,6 +222,19 @@ echo "not yet" >&2; exit 75'
 	refute_output --partial secret
 }
 
+@test "retry: a time limit of N seconds gives each handler all N of them" {
+	# Three jobs in a row start at three points of a second: a limit
+	# counted in whole seconds would end one of them early.
+	handler nap 'sleep 1.5; echo "\"napped\""'
+	start work jobq-work -j 1 -t 2 -a 1 "$JOBS/h/nap"
+	for i in 1 2 3; do echo '{"type":"x"}'; done | submit
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
+	run results
+	for i in 0 1 2; do
+		assert_line --index "$i" --partial '"status":"succeeded","result":"napped"'
+	done
+}
+
 @test "retry: a job that waited too long to start within consumer_timeout is put back" {
 	handler nap 'sleep 2; echo "\"napped\""'
 	start work jobq-work -j 1 -C 4 -t 3 "$JOBS/h/nap"
