@@ -307,6 +307,15 @@ env_put(char **env, size_t *n, char *entry)
 	env[(*n)++] = entry;
 }
 
+/* Whether a variable is one that jobq-work sets for each job. */
+static int
+job_variable(const char *entry)
+{
+	return strncmp(entry, "JOBQ_JOB_ID=", 12) == 0 ||
+	    strncmp(entry, "JOBQ_JOB_TYPE=", 14) == 0 ||
+	    strncmp(entry, "JOBQ_ATTEMPT=", 13) == 0;
+}
+
 /* Whether a variable of ours goes to handlers without being asked for. */
 static int
 passed(const char *entry)
@@ -325,8 +334,9 @@ passed(const char *entry)
 /*
  * Make the environment that every handler starts from: the variables
  * of passed_env that we have, then those of -e, each either NAME=VALUE
- * or NAME, which copies ours when we have it.  The strings are ours or
- * the command line's; only the array is allocated.
+ * or NAME, which copies ours when we have it, but for the job's own
+ * variables, which belong to each job.  The strings are ours or the
+ * command line's; only the array is allocated.
  */
 static void
 make_env(struct worker *w)
@@ -353,12 +363,14 @@ make_env(struct worker *w)
 		const char *opt = w->env_opts[j];
 
 		if (strchr(opt, '=') != NULL) {
-			env_put(w->env, &k, (char *)(uintptr_t)opt);
+			if (!job_variable(opt))
+				env_put(w->env, &k, (char *)(uintptr_t)opt);
 			continue;
 		}
 		len = strlen(opt);
 		for (i = 0; i < n; i++)
-			if (env_named(environ[i], opt, len))
+			if (env_named(environ[i], opt, len) &&
+			    !job_variable(environ[i]))
 				env_put(w->env, &k, environ[i]);
 	}
 	w->nenv = k;
@@ -373,15 +385,11 @@ job_env(const struct worker *w, const struct jobq_job *job)
 {
 	static char	 id[64], type[128], attempt[64];
 	char		**env;
-	size_t		 k = 0, i;
+	size_t		 k = w->nenv;
 
 	if ((env = calloc(w->nenv + 4, sizeof(*env))) == NULL)
 		return NULL;
-	for (i = 0; i < w->nenv; i++)
-		if (strncmp(w->env[i], "JOBQ_JOB_ID=", 12) != 0 &&
-		    strncmp(w->env[i], "JOBQ_JOB_TYPE=", 14) != 0 &&
-		    strncmp(w->env[i], "JOBQ_ATTEMPT=", 13) != 0)
-			env[k++] = w->env[i];
+	memcpy(env, w->env, w->nenv * sizeof(*env));
 	if (job == NULL)
 		return env;
 	snprintf(id, sizeof(id), "JOBQ_JOB_ID=%s", job->id);

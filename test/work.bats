@@ -359,6 +359,12 @@ sleep 30"
 	echo '{"type":"t"}' | submit
 	run result_of
 	assert_output --partial "\"result\":\"$JOBQ_JOB_QUEUE t\""
+	stop work
+	JOBQ_JOB_TYPE=stray start work jobq-work -j 1 -e JOBQ_JOB_TYPE \
+	    -e JOBQ_JOB_TYPE=other "$JOBS/h/env"
+	echo '{"type":"t"}' | submit
+	run result_of
+	assert_output --partial "\"result\":\"$JOBQ_JOB_QUEUE t\""
 }
 
 @test "jobq-work: handlers get no credentials, only what -e passes on" {
