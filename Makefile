@@ -7,7 +7,7 @@ SQLDIR ?=	$(PREFIX)/share/jobq/sql
 LIBEXECDIR ?=	$(PREFIX)/libexec/jobq
 HANDLERDIR ?=	$(LIBEXECDIR)/handlers
 
-PKGS =		librabbitmq libpq json-c uuid
+PKGS =		librabbitmq libssl libpq json-c uuid
 PKG_CFLAGS !=	pkg-config --cflags $(PKGS) 2>/dev/null
 PKG_LIBS !=	pkg-config --libs $(PKGS) 2>/dev/null
 

@@ -18,7 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
 
 #include "jobq.h"
 
@@ -75,11 +77,8 @@ parse_url(const char *url, const char *masked, char **copy,
 		return jobq_errf(err, EX_OSERR, "out of memory");
 	amqp_default_connection_info(ci);
 	if (amqp_parse_url(*copy, ci) != AMQP_STATUS_OK)
-		return jobq_errf(err, EX_USAGE, "%s: not an amqp:// URL",
-		    masked);
-	if (ci->ssl)
-		return jobq_errf(err, EX_USAGE, "%s: amqps:// is not supported",
-		    masked);
+		return jobq_errf(err, EX_USAGE, "%s: not an amqp:// or "
+		    "amqps:// URL", masked);
 	/* "amqp://host/" names the vhost "", which no broker has. */
 	if (*ci->vhost == '\0')
 		ci->vhost = "/";
@@ -118,8 +117,8 @@ jobq_amqp_urls_check(const struct jobq_config *cfg, struct jobq_err *err)
 /*
  * Connect to the first broker of the configuration that answers,
  * trying each once, from the one that answered last time.  On failure
- * the error is that of the last URL tried, or EX_USAGE at once for a
- * URL that can never work.
+ * the error is that of the last URL tried, or EX_USAGE or EX_CONFIG
+ * at once for a URL or a TLS file that can never work.
  */
 amqp_connection_state_t
 jobq_amqp_connect(struct jobq_config *cfg, const char *name,
@@ -135,10 +134,61 @@ jobq_amqp_connect(struct jobq_config *cfg, const char *name,
 			cfg->url_turn = k;
 			return conn;
 		}
-		if (err != NULL && err->code == EX_USAGE)
+		if (err != NULL && (err->code == EX_USAGE ||
+		    err->code == EX_CONFIG))
 			return NULL;
 	}
 	return NULL;
+}
+
+/*
+ * A TLS socket for an amqps:// URL.  The broker's certificate must name
+ * the host of the URL and be signed by a CA of the file that
+ * JOBQ_AMQP_CACERT names, or else of the system's store;
+ * JOBQ_AMQP_CERT and JOBQ_AMQP_KEY name a client certificate and its
+ * key, for a broker that asks for one.  NULL with EX_CONFIG when a file
+ * is unusable.
+ */
+static amqp_socket_t *
+tls_socket(amqp_connection_state_t conn, struct jobq_err *err)
+{
+	amqp_socket_t	*sock;
+	const char	*ca = getenv("JOBQ_AMQP_CACERT");
+	const char	*cert = getenv("JOBQ_AMQP_CERT");
+	const char	*key = getenv("JOBQ_AMQP_KEY");
+
+	if (ca != NULL && *ca == '\0')
+		ca = NULL;
+	if (cert != NULL && *cert == '\0')
+		cert = NULL;
+	if (key != NULL && *key == '\0')
+		key = NULL;
+	if ((cert == NULL) != (key == NULL)) {
+		jobq_errf(err, EX_CONFIG, "JOBQ_AMQP_CERT and JOBQ_AMQP_KEY "
+		    "go together: set both or neither");
+		return NULL;
+	}
+	if ((sock = amqp_ssl_socket_new(conn)) == NULL) {
+		jobq_errf(err, EX_OSERR, "out of memory");
+		return NULL;
+	}
+	amqp_ssl_socket_set_verify_peer(sock, 1);
+	amqp_ssl_socket_set_verify_hostname(sock, 1);
+	if (ca != NULL ? amqp_ssl_socket_set_cacert(sock, ca) !=
+	    AMQP_STATUS_OK : SSL_CTX_set_default_verify_paths(
+	    amqp_ssl_socket_get_context(sock)) != 1) {
+		jobq_errf(err, EX_CONFIG, "JOBQ_AMQP_CACERT %s: cannot read "
+		    "CA certificates from it", ca != NULL ? ca :
+		    "(unset)");
+		return NULL;
+	}
+	if (cert != NULL && amqp_ssl_socket_set_key(sock, cert, key) !=
+	    AMQP_STATUS_OK) {
+		jobq_errf(err, EX_CONFIG, "JOBQ_AMQP_CERT %s, JOBQ_AMQP_KEY "
+		    "%s: not a certificate and its key", cert, key);
+		return NULL;
+	}
+	return sock;
 }
 
 /*
@@ -160,11 +210,16 @@ jobq_amqp_open(const char *url, const char *name, struct jobq_err *err)
 	jobq_mask_secret(url, masked, sizeof(masked));
 	if (parse_url(url, masked, &copy, &ci, err) == -1)
 		goto fail;
-	if ((conn = amqp_new_connection()) == NULL ||
-	    (sock = amqp_tcp_socket_new(conn)) == NULL) {
+	if ((conn = amqp_new_connection()) == NULL) {
 		jobq_errf(err, EX_OSERR, "out of memory");
 		goto fail;
 	}
+	if (ci.ssl)
+		sock = tls_socket(conn, err);
+	else if ((sock = amqp_tcp_socket_new(conn)) == NULL)
+		jobq_errf(err, EX_OSERR, "out of memory");
+	if (sock == NULL)
+		goto fail;
 	if ((rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv)) !=
 	    AMQP_STATUS_OK) {
 		jobq_errf(err, EX_UNAVAILABLE, "broker %s: cannot connect: "

@@ -425,7 +425,7 @@ nothing_published_but() {
 	assert_failure 64
 	run jobq-httpd -u http://u:pw@localhost/ </dev/null
 	assert_failure 64
-	assert_output 'jobq-httpd: http://u:****@localhost/: not an amqp:// URL'
+	assert_output 'jobq-httpd: http://u:****@localhost/: not an amqp:// or amqps:// URL'
 
 	run jobq-httpd -V
 	assert_success

@@ -216,7 +216,7 @@ echo "not yet" >&2; exit 75'
 @test "retry: a bad broker URL anywhere in the list is refused at start" {
 	run jobq-work -u "$JOBQ_AMQP_URL" -u "http://127.0.0.1/" cat
 	assert_failure 64
-	assert_output 'jobq-work: http://127.0.0.1/: not an amqp:// URL'
+	assert_output 'jobq-work: http://127.0.0.1/: not an amqp:// or amqps:// URL'
 	JOBQ_AMQP_URL="$JOBQ_AMQP_URL amqp://u:secret@h/ http://x/" run jobq-store
 	assert_failure 64
 	refute_output --partial secret
