@@ -5,10 +5,11 @@
  * handlers run at once as child processes, each in a process group of
  * its own, with the payload on stdin.  When a handler ends, what its
  * outcome calls for is published with confirms: the result, and for a
- * failure either a copy of the job on a retry queue, whose TTL sends it
- * back to the job queue later, or a copy on the dead-letter queue.
- * Only when the broker has confirmed all of it is the job acknowledged:
- * a crash at any point leaves the job on its queue, never lost.
+ * failure either a copy of the job on a retry queue, marked with when
+ * it is due, or a copy on the dead-letter queue.  Only when the broker
+ * has confirmed all of it is the job acknowledged: a crash at any point
+ * leaves the job on its queue, never lost.  A second connection hands
+ * the retries that are due back to the job queue, in the same way.
  *
  * A job delivered again after a worker died with it is counted in a
  * header of a copy put back on the job queue, so that a job that keeps
@@ -46,6 +47,8 @@
 #define MAX_ENV		64	/* -e options */
 #define MAX_GROUPS	256	/* of the user of -U */
 #define MESSAGE_OVERHEAD 4096	/* bytes of a job message beyond its document */
+#define MOVE_EVERY_MS	1000	/* between looks at the retry queues */
+#define MOVE_PAUSE_MS	5000	/* after the retries' connection failed */
 
 extern char **environ;
 
@@ -138,6 +141,10 @@ struct worker {
 	int			 steps[MAX_STEPS];
 	int			 nsteps;
 	char			 retry_queue[MAX_STEPS][300];
+	amqp_connection_state_t	 mover;	/* hands due retries back */
+	uint64_t		 mover_seq;	/* its publishes */
+	long			 move_at;	/* of jobq_now_ms() */
+	char			 mover_err[sizeof(((struct jobq_err *)0)->msg)];
 	const char		*health;	/* file kept fresh, or NULL */
 	time_t			 health_at;
 	char			 name[300];
@@ -1266,11 +1273,13 @@ retry_step(const struct worker *w, int attempt)
 static void
 retry_job(struct worker *w, struct run *r, const char *error)
 {
-	int	 i = retry_step(w, r->job.attempt);
-	char	*body = job_message(&r->job, r->job.attempt + 1);
+	struct jobq_headers	 h = { .n = 0 };
+	int			 i = retry_step(w, r->job.attempt);
+	char			*body = job_message(&r->job, r->job.attempt + 1);
 
+	jobq_header_int(&h, JOBQ_H_DUE, jobq_wall_ms() + w->steps[i] * 1000L);
 	if (send_to(w, r->tag, w->retry_queue[i], r->job.id, r->job.type,
-	    NULL, NULL, body, strlen(body)) == 0)
+	    &h, NULL, body, strlen(body)) == 0)
 		send_result(w, r->tag, &r->job, "retrying", NULL, error,
 		    r->started_at);
 	free(body);
@@ -1679,6 +1688,55 @@ signals(struct worker *w)
 	reap(w);
 }
 
+/*
+ * Hand the retries that are due back to the job queue, over a
+ * connection of their own, so that the wait for the broker's confirms
+ * does not mix with the deliveries of the main one.  A failure is
+ * logged once for each new reason, and the next look comes later.
+ */
+static void
+move_retries(struct worker *w)
+{
+	struct jobq_err	 err;
+	struct timeval	 tv = { 10, 0 };
+	long		 moved;
+	int		 i;
+
+	w->move_at = jobq_now_ms() + MOVE_EVERY_MS;
+	if (w->mover == NULL) {
+		if ((w->mover = jobq_amqp_connect(&w->cfg, progname,
+		    &err)) == NULL)
+			goto fail;
+		amqp_set_rpc_timeout(w->mover, &tv);
+		w->mover_seq = 0;
+		if (jobq_amqp_confirms(w->mover, &err) == -1)
+			goto fail;
+	}
+	for (i = 0; i < w->nsteps; i++) {
+		if (jobq_amqp_move_due(w->mover, w->retry_queue[i],
+		    w->cfg.job_queue, jobq_wall_ms(), &w->mover_seq, &moved,
+		    &err) == -1)
+			goto fail;
+		if (moved > 0)
+			jobq_log(JOBQ_DEBUG, "retries due, handed back",
+			    "queue=%s jobs=%ld", jobq_q(w->retry_queue[i]),
+			    moved);
+	}
+	*w->mover_err = '\0';
+	return;
+fail:
+	if (err.code != EX_UNAVAILABLE)
+		die(&err);
+	if (strcmp(err.msg, w->mover_err) != 0)
+		jobq_log(JOBQ_WARN, "cannot hand retries back; trying again",
+		    "err=%s", jobq_q(err.msg));
+	snprintf(w->mover_err, sizeof(w->mover_err), "%s", err.msg);
+	if (w->mover != NULL)
+		amqp_destroy_connection(w->mover);
+	w->mover = NULL;
+	w->move_at = jobq_now_ms() + MOVE_PAUSE_MS;
+}
+
 /* Wait for something to do, then do it: the body of the main loop. */
 static void
 step(struct worker *w, struct pollfd *pfd)
@@ -1722,6 +1780,8 @@ step(struct worker *w, struct pollfd *pfd)
 	check_deadlines(w);
 	if (!w->draining && !w->broken)
 		health(w, 1);
+	if (w->nsteps > 0 && !w->draining && jobq_now_ms() >= w->move_at)
+		move_retries(w);
 }
 
 /*
@@ -2278,6 +2338,8 @@ main(int argc, char *argv[])
 	run(&w);
 	stop_procs(&w);
 	health(&w, 0);
+	if (w.mover != NULL)
+		jobq_amqp_close(w.mover);
 	jobq_amqp_close(w.conn);
 	jobq_log(JOBQ_INFO, "stopped", "jobs_done=%ld", w.done);
 	return 0;

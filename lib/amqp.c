@@ -27,6 +27,8 @@
 #define CHANNEL		1
 #define HEARTBEAT	30
 #define CONNECT_TIMEOUT	10
+#define MOVE_BATCH	256	/* jobs handed back per confirm */
+#define MOVE_WAIT_MS	10000	/* for confirms, and for RPC replies */
 
 static char	consumer_tag[64];
 
@@ -273,33 +275,15 @@ jobq_amqp_close(amqp_connection_state_t conn)
 	return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
 }
 
-/*
- * Declare a durable queue: a classic queue of version 2, or a retry
- * queue when back is not NULL.  A retry queue holds each message for
- * ttl_ms and then sends it to the queue named by back, through the
- * default exchange.  It is a quorum queue, the only kind that hands
- * an expired message on at least once: a classic queue drops it when
- * the broker stops at that moment.  Quorum queues need it to refuse
- * publishes, rather than drop messages, when full.
- */
+/* Declare a durable classic queue of version 2. */
 static int
-declare_queue(amqp_connection_state_t conn, const char *queue, long ttl_ms,
-    const char *back, struct jobq_err *err)
+declare_queue(amqp_connection_state_t conn, const char *queue,
+    struct jobq_err *err)
 {
 	struct jobq_headers	 args = { .n = 0 };
 	char			 what[300];
 
-	if (back == NULL)
-		jobq_header_int(&args, "x-queue-version", 2);
-	else {
-		jobq_header_str(&args, "x-queue-type", "quorum");
-		jobq_header_int(&args, "x-message-ttl", ttl_ms);
-		jobq_header_str(&args, "x-dead-letter-exchange", "");
-		jobq_header_str(&args, "x-dead-letter-routing-key", back);
-		jobq_header_str(&args, "x-dead-letter-strategy",
-		    "at-least-once");
-		jobq_header_str(&args, "x-overflow", "reject-publish");
-	}
+	jobq_header_int(&args, "x-queue-version", 2);
 	amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0,
 	    0, jobq_headers_table(&args));
 	snprintf(what, sizeof(what), "declare queue %s", queue);
@@ -323,9 +307,9 @@ jobq_amqp_declare(amqp_connection_state_t conn, const struct jobq_config *cfg,
 	snprintf(what, sizeof(what), "declare exchange %s", cfg->exchange);
 	if (reply_err(amqp_get_rpc_reply(conn), what, err) == -1)
 		return -1;
-	if (declare_queue(conn, cfg->job_queue, 0, NULL, err) == -1 ||
-	    declare_queue(conn, cfg->result_queue, 0, NULL, err) == -1 ||
-	    declare_queue(conn, cfg->dead_queue, 0, NULL, err) == -1)
+	if (declare_queue(conn, cfg->job_queue, err) == -1 ||
+	    declare_queue(conn, cfg->result_queue, err) == -1 ||
+	    declare_queue(conn, cfg->dead_queue, err) == -1)
 		return -1;
 	amqp_queue_bind(conn, CHANNEL, amqp_cstring_bytes(cfg->job_queue),
 	    amqp_cstring_bytes(cfg->exchange), amqp_cstring_bytes("#"),
@@ -336,8 +320,9 @@ jobq_amqp_declare(amqp_connection_state_t conn, const struct jobq_config *cfg,
 }
 
 /*
- * Declare the retry queue whose messages wait the given seconds before
- * they go back to the job queue, and put its name in name.
+ * Declare the retry queue where failed jobs wait the given seconds
+ * before they go back to the job queue, and put its name in name.  It
+ * is a plain durable queue: jobq_amqp_move_due() hands its jobs back.
  */
 int
 jobq_amqp_declare_retry(amqp_connection_state_t conn,
@@ -346,12 +331,11 @@ jobq_amqp_declare_retry(amqp_connection_state_t conn,
 {
 	int	 n;
 
-	n = snprintf(name, size, "%s.retry.%ds", cfg->job_queue, seconds);
+	n = snprintf(name, size, "%s.delay.%ds", cfg->job_queue, seconds);
 	if (n < 0 || (size_t)n >= size || n > 255)
 		return jobq_errf(err, EX_USAGE, "queue %s: name too long for "
 		    "a retry queue", cfg->job_queue);
-	return declare_queue(conn, name, seconds * 1000L, cfg->job_queue,
-	    err);
+	return declare_queue(conn, name, err);
 }
 
 /* Put the channel in confirm mode: publishes are numbered from 1. */
@@ -821,4 +805,207 @@ jobq_amqp_nack(amqp_connection_state_t conn, uint64_t tag, int requeue,
 		return jobq_errf(err, EX_UNAVAILABLE, "nack: %s",
 		    amqp_error_string2(rc));
 	return 0;
+}
+
+/* A message taken from a retry queue, kept until it is handed back. */
+struct taken {
+	uint64_t		 tag;
+	amqp_basic_properties_t	 props;	/* strings and headers in a pool */
+	amqp_bytes_t		 body;	/* in the pool too */
+};
+
+/* Copy bytes into a pool; -1 when it is out of memory. */
+static int
+pool_dup(amqp_pool_t *pool, amqp_bytes_t *b)
+{
+	amqp_bytes_t	 copy;
+
+	if (b->len == 0)
+		return 0;
+	amqp_pool_alloc_bytes(pool, b->len, &copy);
+	if (copy.bytes == NULL)
+		return -1;
+	memcpy(copy.bytes, b->bytes, b->len);
+	*b = copy;
+	return 0;
+}
+
+/* Keep a delivered message in t, its parts copied into pool. */
+static int
+keep(amqp_pool_t *pool, const struct jobq_event *ev, struct taken *t,
+    struct jobq_err *err)
+{
+	amqp_basic_properties_t	*p = &t->props;
+
+	t->tag = ev->tag;
+	*p = ev->message.properties;
+	t->body = ev->body;
+	if (pool_dup(pool, &t->body) == -1 ||
+	    pool_dup(pool, &p->content_type) == -1 ||
+	    pool_dup(pool, &p->content_encoding) == -1 ||
+	    pool_dup(pool, &p->correlation_id) == -1 ||
+	    pool_dup(pool, &p->reply_to) == -1 ||
+	    pool_dup(pool, &p->expiration) == -1 ||
+	    pool_dup(pool, &p->message_id) == -1 ||
+	    pool_dup(pool, &p->type) == -1 ||
+	    pool_dup(pool, &p->user_id) == -1 ||
+	    pool_dup(pool, &p->app_id) == -1 ||
+	    pool_dup(pool, &p->cluster_id) == -1 ||
+	    ((p->_flags & AMQP_BASIC_HEADERS_FLAG) &&
+	    amqp_table_clone(&ev->message.properties.headers, &p->headers,
+	    pool) != AMQP_STATUS_OK))
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	return 0;
+}
+
+/*
+ * Publish a kept message again, to a queue through the default
+ * exchange, with the properties it came with but the header skip.
+ */
+static int
+forward(amqp_connection_state_t conn, const struct taken *t,
+    const char *queue, const char *skip, struct jobq_err *err)
+{
+	amqp_basic_properties_t	 p = t->props;
+	amqp_table_entry_t	*e = NULL;
+	size_t			 n = strlen(skip);
+	int			 i, k = 0, rc;
+
+	if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
+		if ((e = calloc((size_t)p.headers.num_entries + 1,
+		    sizeof(*e))) == NULL)
+			return jobq_errf(err, EX_OSERR, "out of memory");
+		for (i = 0; i < p.headers.num_entries; i++)
+			if (p.headers.entries[i].key.len != n ||
+			    memcmp(p.headers.entries[i].key.bytes, skip,
+			    n) != 0)
+				e[k++] = p.headers.entries[i];
+		p.headers.entries = e;
+		p.headers.num_entries = k;
+		if (k == 0)
+			p._flags &= ~AMQP_BASIC_HEADERS_FLAG;
+	}
+	p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+	p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+	rc = amqp_basic_publish(conn, CHANNEL, amqp_cstring_bytes(""),
+	    amqp_cstring_bytes(queue), 1, 0, &p, t->body);
+	free(e);
+	if (rc != AMQP_STATUS_OK)
+		return jobq_errf(err, EX_UNAVAILABLE, "publish: %s",
+		    amqp_error_string2(rc));
+	return 0;
+}
+
+/*
+ * Wait until the broker has confirmed the publishes after *seq up to
+ * last, each of them, and advance *seq.  Waiting longer than
+ * MOVE_WAIT_MS, a refusal or a return is an error.
+ */
+static int
+confirmed(amqp_connection_state_t conn, uint64_t *seq, uint64_t last,
+    const char *queue, struct jobq_err *err)
+{
+	struct jobq_event	 ev = { 0 };
+	unsigned char		 ok[MOVE_BATCH] = { 0 };
+	uint64_t		 base = *seq, k;
+	long			 until = jobq_now_ms() + MOVE_WAIT_MS;
+	int			 rc = -1;
+
+	while (*seq < last) {
+		if (jobq_now_ms() > until) {
+			jobq_errf(err, EX_UNAVAILABLE, "no confirm from the "
+			    "broker within %d s", MOVE_WAIT_MS / 1000);
+			goto out;
+		}
+		if (jobq_amqp_next(conn, 1000, &ev, err) == -1)
+			goto out;
+		if (ev.kind == JOBQ_EV_NACK) {
+			jobq_errf(err, EX_UNAVAILABLE, "the broker refused a "
+			    "job for queue %s", queue);
+			goto out;
+		}
+		if (ev.kind == JOBQ_EV_RETURN) {
+			jobq_errf(err, EX_UNAVAILABLE, "queue %s is gone",
+			    queue);
+			goto out;
+		}
+		if (ev.kind != JOBQ_EV_ACK || ev.tag <= base || ev.tag > last)
+			continue;
+		for (k = ev.multiple ? base + 1 : ev.tag; k <= ev.tag; k++)
+			ok[k - base - 1] = 1;
+		while (*seq < last && ok[*seq - base])
+			(*seq)++;
+	}
+	rc = 0;
+out:
+	jobq_event_clear(&ev);
+	return rc;
+}
+
+/*
+ * Hand the jobs that are due at the head of a retry queue back to the
+ * job queue to: each is published there as it came, without its
+ * JOBQ_H_DUE header, and acked on the retry queue once the broker has
+ * confirmed every publish of its batch, so that a failure at any point
+ * leaves it on one queue or both, never on neither.  Every job on a
+ * retry queue waited the same delay, so the head is the earliest due:
+ * the first one not due by now_ms (of the wall clock) goes back where
+ * it was, and ends the turn.  The connection must be in confirm mode,
+ * with *seq its publishes so far, and used for nothing else.  *moved
+ * counts the jobs handed back.  -1 when the connection failed; what it
+ * held unacked goes back to the retry queue.
+ */
+int
+jobq_amqp_move_due(amqp_connection_state_t conn, const char *from,
+    const char *to, long now_ms, uint64_t *seq, long *moved,
+    struct jobq_err *err)
+{
+	struct jobq_event	 ev = { 0 };
+	struct taken		*t;
+	amqp_pool_t		 pool;
+	long			 due;
+	int			 n, i, got, more = 1, rc = -1;
+
+	*moved = 0;
+	if ((t = calloc(MOVE_BATCH, sizeof(*t))) == NULL)
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	init_amqp_pool(&pool, 65536);
+	while (more) {
+		recycle_amqp_pool(&pool);
+		/*
+		 * The whole batch is taken before any of it is published:
+		 * a confirm that came while a get waited for its answer
+		 * would stand where the get's content should be.
+		 */
+		for (n = 0; n < MOVE_BATCH; n++) {
+			if ((got = jobq_amqp_get(conn, from, &ev, err)) == -1)
+				goto out;
+			if (got == 0)
+				break;
+			if (jobq_event_header_int(&ev, JOBQ_H_DUE, &due) == 0 &&
+			    due > now_ms) {
+				if (jobq_amqp_nack(conn, ev.tag, 1, err) == -1)
+					goto out;
+				break;
+			}
+			if (keep(&pool, &ev, &t[n], err) == -1)
+				goto out;
+		}
+		more = n == MOVE_BATCH;
+		if (n == 0)
+			break;
+		for (i = 0; i < n; i++)
+			if (forward(conn, &t[i], to, JOBQ_H_DUE, err) == -1)
+				goto out;
+		if (confirmed(conn, seq, *seq + (uint64_t)n, to, err) == -1 ||
+		    jobq_amqp_ack(conn, t[n - 1].tag, 1, err) == -1)
+			goto out;
+		*moved += n;
+	}
+	rc = 0;
+out:
+	jobq_event_clear(&ev);
+	empty_amqp_pool(&pool);
+	free(t);
+	return rc;
 }

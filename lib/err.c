@@ -187,6 +187,16 @@ jobq_now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
 }
 
+/* Milliseconds since the epoch, for times that other hosts read. */
+long
+jobq_wall_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
 /* The current time as RFC 3339 in UTC with microseconds. */
 void
 jobq_now(char buf[JOBQ_TIME_LEN + 1])

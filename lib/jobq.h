@@ -90,6 +90,7 @@ struct jobq_headers {
 #define JOBQ_H_FAILED_AT	"x-jobq-failed-at"
 #define JOBQ_H_ATTEMPTS		"x-jobq-attempts"
 #define JOBQ_H_DELIVERIES	"x-jobq-deliveries"
+#define JOBQ_H_DUE		"x-jobq-due"
 
 /* A job as it travels on the job queue. */
 struct jobq_job {
@@ -184,6 +185,7 @@ const char *jobq_q(const char *);
 int	 jobq_parse_long(const char *, long, long, long *);
 void	 jobq_now(char [JOBQ_TIME_LEN + 1]);
 long	 jobq_now_ms(void);
+long	 jobq_wall_ms(void);
 int	 jobq_time_valid(const char *);
 int	 jobq_mask_secret(const char *, char *, size_t);
 void	 jobq_config_init(struct jobq_config *);
@@ -269,6 +271,8 @@ int	 jobq_amqp_pending(amqp_connection_state_t);
 int	 jobq_event_is_json(const struct jobq_event *);
 int	 jobq_amqp_depth(amqp_connection_state_t, const char *, long *,
 	    long *, struct jobq_err *);
+int	 jobq_amqp_move_due(amqp_connection_state_t, const char *,
+	    const char *, long, uint64_t *, long *, struct jobq_err *);
 
 /* http.c: HTTP requests */
 const char *jobq_http_head_end(const char *, size_t);

@@ -20,7 +20,7 @@ echo "not yet" >&2; exit 75'
 	assert_line --index 1 --partial '"status":"succeeded","result":"ok 2","error":null,"attempts":2'
 	run logged work 'status=retrying attempt=1 ms=[0-9.]* retry_in=1 error="exit status 75: not yet"'
 	assert_success
-	assert_equal "$(depth "$JOBQ_JOB_QUEUE.retry.1s")" 0
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.1s")" 0
 	assert_equal "$(depth "$JOBQ_DEAD_QUEUE")" 0
 }
 
@@ -28,14 +28,14 @@ echo "not yet" >&2; exit 75'
 	handler picky '[ "$(cat)" = "\"bad\"" ] && exit 1; echo done'
 	start work jobq-work -j 1 -B 600 "$JOBS/h/picky"
 	echo '{"type":"x","payload":"bad"}' | submit
-	eventually has_depth "$JOBQ_JOB_QUEUE.retry.600s" 1
+	eventually has_depth "$JOBQ_JOB_QUEUE.delay.600s" 1
 	echo '{"type":"x","payload":"good"}' | submit
 	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
 	run results
 	assert_line --index 0 --partial '"status":"retrying"'
 	assert_line --index 1 --partial '"status":"succeeded","result":"done\n"'
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
-	run qtool get "$JOBQ_JOB_QUEUE.retry.600s"
+	run qtool get "$JOBQ_JOB_QUEUE.delay.600s"
 	assert_line --index 1 --partial '"attempt":2'
 }
 
@@ -51,7 +51,7 @@ echo "not yet" >&2; exit 75'
 	run qtool get "$JOBQ_DEAD_QUEUE"
 	assert_line --index 0 --regexp "message_id=$id .*type=x .*x-jobq-reason=exit status 65: no such image x-jobq-queue=$JOBQ_JOB_QUEUE x-jobq-worker=[^ ]+ x-jobq-failed-at=[0-9TZ:.-]+ x-jobq-attempts=1\$"
 	assert_line --index 1 --partial "\"id\":\"$id\",\"type\":\"x\",\"payload\":[1],\"attempt\":1"
-	assert_equal "$(depth "$JOBQ_JOB_QUEUE.retry.1s")" 0
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.1s")" 0
 }
 
 @test "retry: after max_attempts of the job the last failure is final" {
@@ -98,8 +98,8 @@ echo "not yet" >&2; exit 75'
 	assert_line --index 1 --regexp 'attempt=2 .* retry_in=2$'
 	assert_line --index 2 --regexp 'attempt=3 .* retry_in=2$'
 	assert_equal "${#lines[@]}" 3
-	has_depth "$JOBQ_JOB_QUEUE.retry.1s" 0
-	has_depth "$JOBQ_JOB_QUEUE.retry.2s" 0
+	has_depth "$JOBQ_JOB_QUEUE.delay.1s" 0
+	has_depth "$JOBQ_JOB_QUEUE.delay.2s" 0
 }
 
 @test "retry: a type without a handler under -D fails like exit 65" {
@@ -260,11 +260,42 @@ echo '\"out\"'"
 	kill "$(cat "$JOBS/escaped.pid")" 2>/dev/null || true
 }
 
-@test "retry: retry queues are quorum queues that hand expired jobs on at least once" {
-	start work jobq-work -j 1 -B 1 true
-	eventually has_depth "$JOBQ_JOB_QUEUE.retry.1s" 0
+@test "retry: a retry waits on its delay queue, marked with when it is due" {
+	start work jobq-work -j 1 -B 600 false
+	before=$(($(date +%s%3N) + 600000))
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_JOB_QUEUE.delay.600s" 1
+	after=$(($(date +%s%3N) + 600000))
+	# Looked at every second, and put back each time: not due yet.
+	sleep 2.5
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.600s")" 1
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
+	stop work
 	run broker_ctl list_queues name type arguments
-	assert_line --regexp "^$JOBQ_JOB_QUEUE\.retry\.1s	quorum	.*x-dead-letter-strategy.*at-least-once"
-	assert_line --regexp "^$JOBQ_JOB_QUEUE\.retry\.1s	quorum	.*x-overflow.*reject-publish"
-	assert_line --regexp "^$JOBQ_JOB_QUEUE	classic	"
+	assert_line --regexp "^$JOBQ_JOB_QUEUE\.delay\.600s	classic	.*x-queue-version"
+	refute_line --regexp "^$JOBQ_JOB_QUEUE\.delay\.600s	.*x-message-ttl"
+	run qtool get "$JOBQ_JOB_QUEUE.delay.600s"
+	assert_success
+	due=$(printf '%s\n' "${lines[0]}" | grep -o 'x-jobq-due=[0-9]*' | cut -d= -f2)
+	[ "$due" -ge "$before" ] && [ "$due" -le "$after" ] ||
+	    fail "x-jobq-due $due not within $before..$after: ${lines[0]}"
+}
+
+@test "retry: a due retry outlives the worker that put it there" {
+	handler flaky '[ "$JOBQ_ATTEMPT" -ge 2 ] && { echo "\"ok\""; exit 0; }
+exit 75'
+	start work jobq-work -j 1 -B 2 "$JOBS/h/flaky"
+	echo '{"type":"x"}' | submit
+	eventually has_depth "$JOBQ_JOB_QUEUE.delay.2s" 1
+	kill -KILL "$(cat "$JOBS/work.pid")"
+	rm "$JOBS/work.pid"
+	sleep 3
+	# Due now, and nobody to hand it back: it waits where it is.
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.2s")" 1
+	start work2 jobq-work -j 1 -B 2 "$JOBS/h/flaky"
+	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	run results
+	assert_line --index 1 --partial '"status":"succeeded","result":"ok","error":null,"attempts":2'
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.2s")" 0
+	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
 }
