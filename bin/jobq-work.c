@@ -48,6 +48,7 @@
 #define MAX_GROUPS	256	/* of the user of -U */
 #define MESSAGE_OVERHEAD 4096	/* bytes of a job message beyond its document */
 #define MOVE_EVERY_MS	1000	/* between looks at the retry queues */
+#define RUNNING_AFTER_MS 100	/* of a job, before it is said to run */
 #define MOVE_PAUSE_MS	5000	/* after the retries' connection failed */
 
 extern char **environ;
@@ -79,6 +80,7 @@ struct run {
 	char		 started_at[JOBQ_TIME_LEN + 1];
 	struct timespec	 t0;
 	long		 deadline;	/* of jobq_now_ms(); 0: none */
+	long		 report_at;	/* of jobq_now_ms(); 0: said, or never */
 	int		 killed;	/* 1: SIGTERM sent, 2: SIGKILL */
 	int		 timed_out;
 	time_t		 reaped_at;
@@ -137,6 +139,7 @@ struct worker {
 	int			 max_deliveries;
 	int			 consumer_timeout;
 	int			 grace;
+	long			 running_after;	/* -s, in ms */
 	int			 jitter;
 	int			 steps[MAX_STEPS];
 	int			 nsteps;
@@ -176,8 +179,8 @@ usage(int status)
 	fprintf(f, "usage: %s [-hJpV] [-a attempts] [-B steps] "
 	    "[-C seconds] [-c dir]\n\t[-E queue] [-e name[=value]] "
 	    "[-f file] [-g seconds] [-j jobs]\n\t[-q queue] "
-	    "[-R deliveries] [-r queue] [-S bytes] [-t seconds]\n\t"
-	    "[-U user] [-u url] [-x exchange]\n\t"
+	    "[-R deliveries] [-r queue] [-S bytes] [-s ms]\n\t"
+	    "[-t seconds] [-U user] [-u url] [-x exchange]\n\t"
 	    "{-D dir | [--] command [arg ...]}\n", progname);
 	exit(status);
 }
@@ -668,6 +671,8 @@ hand_over(struct worker *w, struct run *r, struct jobq_err *err)
 
 static void	 put_back(struct worker *, uint64_t, const struct jobq_job *,
 		    long);
+static int	 send_result(struct worker *, uint64_t, const struct jobq_job *,
+		    const char *, json_object *, const char *, const char *);
 
 /*
  * The broker takes a job back once it has been unacknowledged for its
@@ -772,6 +777,53 @@ start_job(struct worker *w, struct run *r)
 	}
 	jobq_log(JOBQ_DEBUG, "job started", "id=%s type=%s attempt=%d pid=%ld",
 	    r->job.id, r->job.type, r->job.attempt, (long)r->pid);
+	if (w->running_after == 0)
+		send_result(w, 0, &r->job, "running", NULL, NULL,
+		    r->started_at);
+	else
+		r->report_at = jobq_now_ms() + w->running_after;
+}
+
+/*
+ * Publish that the jobs started -s milliseconds ago still run (with -s
+ * 0, start_job() says so itself).  Those that end sooner are never said
+ * to run: their final result says all.
+ * That a job runs is news, not a duty: no delivery waits for its
+ * confirm, and the final result replaces it in the jobs table
+ * whichever of the two comes first.
+ */
+static void
+report_running(struct worker *w)
+{
+	long	 now_ms = jobq_now_ms();
+	int	 i;
+
+	for (i = 0; i < w->njobs; i++) {
+		struct run *r = &w->runs[i];
+
+		if (!r->busy || r->report_at == 0 || now_ms < r->report_at)
+			continue;
+		r->report_at = 0;
+		if (r->pid != 0 && !r->replied && !r->eof)
+			send_result(w, 0, &r->job, "running", NULL, NULL,
+			    r->started_at);
+	}
+}
+
+/* How long poll(2) may wait: until the next job is to be said to run. */
+static int
+poll_timeout(const struct worker *w)
+{
+	long	 now_ms = jobq_now_ms(), t = 1000;
+	int	 i;
+
+	for (i = 0; i < w->njobs; i++) {
+		const struct run *r = &w->runs[i];
+
+		if (r->busy && r->report_at != 0 && r->report_at - now_ms < t)
+			t = r->report_at > now_ms ? r->report_at - now_ms : 0;
+	}
+	return (int)t;
 }
 
 static void
@@ -1163,7 +1215,10 @@ dead_letter(struct worker *w, uint64_t tag, const char *id,
 	    body, len);
 }
 
-/* Publish a result message for a job. */
+/*
+ * Publish a result message for a job: a running one has started_at and
+ * no end, the others end now.
+ */
 static int
 send_result(struct worker *w, uint64_t tag, const struct jobq_job *job,
     const char *status, json_object *result, const char *error,
@@ -1183,7 +1238,8 @@ send_result(struct worker *w, uint64_t tag, const struct jobq_job *job,
 	res.attempts = job->attempt;
 	res.worker = w->name;
 	strcpy(res.submitted_at, job->submitted_at);
-	jobq_now(res.finished_at);
+	if (strcmp(status, "running") != 0)
+		jobq_now(res.finished_at);
 	strcpy(res.started_at, started_at != NULL ? started_at :
 	    res.finished_at);
 	if ((body = jobq_result_encode(&res)) == NULL) {
@@ -1761,7 +1817,7 @@ step(struct worker *w, struct pollfd *pfd)
 	}
 	for (i = 0; i < n; i++)
 		pfd[i].revents = 0;
-	timeout = jobq_amqp_pending(w->conn) ? 0 : 1000;
+	timeout = jobq_amqp_pending(w->conn) ? 0 : poll_timeout(w);
 	if (poll(pfd, n, timeout) == -1 && errno != EINTR) {
 		struct jobq_err err;
 
@@ -1778,6 +1834,8 @@ step(struct worker *w, struct pollfd *pfd)
 	/* A handler's end is reaped when its SIGCHLD wakes us, not here. */
 	broker_events(w);
 	check_deadlines(w);
+	if (!w->broken)
+		report_running(w);
 	if (!w->draining && !w->broken)
 		health(w, 1);
 	if (w->nsteps > 0 && !w->draining && jobq_now_ms() >= w->move_at)
@@ -2057,6 +2115,7 @@ options(struct worker *w, int argc, char *argv[])
 		{ "queue",	required_argument,	NULL, 'q' },
 		{ "max-deliveries", required_argument,	NULL, 'R' },
 		{ "result-queue", required_argument,	NULL, 'r' },
+		{ "running-after", required_argument,	NULL, 's' },
 		{ "max-size",	required_argument,	NULL, 'S' },
 		{ "timeout",	required_argument,	NULL, 't' },
 		{ "amqp-url",	required_argument,	NULL, 'u' },
@@ -2069,7 +2128,7 @@ options(struct worker *w, int argc, char *argv[])
 	int		 c;
 
 	while ((c = getopt_long(argc, argv,
-	    "+a:B:C:c:D:E:e:f:g:hJj:pq:R:r:S:t:U:u:Vx:", longopts, NULL)) != -1)
+	    "+a:B:C:c:D:E:e:f:g:hJj:pq:R:r:S:s:t:U:u:Vx:", longopts, NULL)) != -1)
 		switch (c) {
 		case 'a':
 			w->max_attempts = number(c, 1, JOBQ_MAX_ATTEMPTS, NULL);
@@ -2108,6 +2167,10 @@ options(struct worker *w, int argc, char *argv[])
 		case 'R':
 			w->max_deliveries = number(c, 1, JOBQ_MAX_ATTEMPTS,
 			    NULL);
+			break;
+		case 's':
+			w->running_after = number(c, 0, 3600000,
+			    "milliseconds");
 			break;
 		case 't':
 			w->timeout = number(c, 1, JOBQ_MAX_TIMEOUT, "seconds");
@@ -2310,6 +2373,7 @@ defaults(struct worker *w)
 	w->max_deliveries = 5;
 	w->consumer_timeout = 1800;
 	w->grace = 30;
+	w->running_after = RUNNING_AFTER_MS;
 	w->jitter = 1;
 	parse_steps(w, DEFAULT_STEPS);
 }

@@ -310,7 +310,8 @@ jobq_result_object(const struct jobq_result *r)
 	add_str(m, "worker", r->worker);
 	add_str(m, "submitted_at", r->submitted_at);
 	add_str(m, "started_at", r->started_at);
-	add_str(m, "finished_at", r->finished_at);
+	add_str(m, "finished_at", *r->finished_at != '\0' ?
+	    r->finished_at : NULL);
 	return m;
 }
 
@@ -354,10 +355,30 @@ status_member(json_object *m, char status[16], struct jobq_err *err)
 	if (str_member(m, "status", &v, err) == -1)
 		return -1;
 	s = json_object_get_string(v);
-	if (!jobq_status_final(s) && strcmp(s, "retrying") != 0)
+	if (!jobq_status_final(s) && strcmp(s, "retrying") != 0 &&
+	    strcmp(s, "running") != 0)
 		return jobq_errf(err, EX_DATAERR, "member \"status\": "
 		    "\"%.32s\" is not a status known here", s);
 	strcpy(status, s);
+	return 0;
+}
+
+/*
+ * Read when the attempt ended: a time, but null or missing while the
+ * job is running, which has no end yet.
+ */
+static int
+finish_member(json_object *m, const char *status,
+    char out[JOBQ_TIME_MAX + 1], struct jobq_err *err)
+{
+	json_object	*v;
+
+	if (strcmp(status, "running") != 0)
+		return time_member(m, "finished_at", out, err);
+	*out = '\0';
+	if (json_object_object_get_ex(m, "finished_at", &v) && v != NULL)
+		return jobq_errf(err, EX_DATAERR, "member \"finished_at\": "
+		    "not null for a job that is running");
 	return 0;
 }
 
@@ -381,7 +402,7 @@ jobq_result_decode(const void *body, size_t len, struct jobq_result *r,
 	    status_member(m, r->status, err) == -1 ||
 	    time_member(m, "submitted_at", r->submitted_at, err) == -1 ||
 	    time_member(m, "started_at", r->started_at, err) == -1 ||
-	    time_member(m, "finished_at", r->finished_at, err) == -1 ||
+	    finish_member(m, r->status, r->finished_at, err) == -1 ||
 	    opt_str_member(m, "error", &r->error, err) == -1 ||
 	    opt_str_member(m, "worker", &r->worker, err) == -1)
 		goto out;

@@ -143,11 +143,43 @@ submit() {
 	jobq-submit >>"$JOBS/ids"
 }
 
-# results: take every result message off the result queue, one a line.
-results() {
+# collect: take every message off the result queue, appending its body
+# to $JOBS/results.all as a line.
+collect() {
 	while qtool get "$JOBQ_RESULT_QUEUE" >"$JOBS/msg"; do
-		tail -n 1 "$JOBS/msg"
+		tail -n 1 "$JOBS/msg" >>"$JOBS/results.all"
 	done
+}
+
+# Of the collected results, those not about a job that is running: a
+# worker says that a job runs once it has run a while, in a message of
+# its own before the final one.
+_finals() {
+	[ -e "$JOBS/results.all" ] || return 0
+	grep -v '"status":"running"' "$JOBS/results.all" || true
+}
+
+# has_finals N: whether N results other than "running" have arrived.
+has_finals() {
+	collect
+	[ "$(_finals | wc -l)" -ge "$1" ]
+}
+
+# results: the results that have arrived, but the "running" ones, one
+# per line, each once.
+results() {
+	collect
+	_finals
+	rm -f "$JOBS/results.all"
+}
+
+# next_result: the first result not yet taken, but the "running" ones,
+# waiting for it; fails when none comes.
+next_result() {
+	eventually has_finals 1 || return 1
+	_finals | head -n 1
+	_finals | tail -n +2 >"$JOBS/results.rest"
+	mv "$JOBS/results.rest" "$JOBS/results.all"
 }
 
 # cut_db_connections: end every connection to this test's database, as

@@ -278,15 +278,18 @@ jobq-migrate: nothing to do: all 1 migrations are applied"
 	run --separate-stderr jobq-migrate -m "$ROOT/sql"
 	assert_success
 	assert_equal "$stderr" "jobq-migrate: applied 001_jobs.sql
-jobq-migrate: applied 002_retrying.sql"
+jobq-migrate: applied 002_retrying.sql
+jobq-migrate: applied 003_running.sql"
 	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
 	    VALUES (gen_random_uuid(), 't', 'retrying', 1, now())"
+	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
+	    VALUES (gen_random_uuid(), 't', 'running', 1, now())"
 	run sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
 	    VALUES (gen_random_uuid(), 't', 'queued', 1, now())"
 	assert_failure
 	run --separate-stderr jobq-migrate -m "$ROOT/sql"
 	assert_equal "$stderr" \
-	    "jobq-migrate: nothing to do: all 2 migrations are applied"
+	    "jobq-migrate: nothing to do: all 3 migrations are applied"
 }
 
 @test "jobq-migrate: -m wins over JOBQ_SQL_DIR" {

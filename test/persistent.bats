@@ -21,11 +21,11 @@ done"
 # the handler pids that answered the first and the last.
 around() {
 	local n doc
-	n=$(depth "$JOBQ_RESULT_QUEUE")
+	n=$(collect && _finals | wc -l)
 	for doc in '{"type":"x"}' "$1" '{"type":"x"}'; do
 		echo "$doc" | submit
 		n=$((n + 1))
-		eventually has_depth "$JOBQ_RESULT_QUEUE" "$n"
+		eventually has_finals "$n"
 	done
 	run results
 	first=$(number_of "${lines[0]}")
@@ -36,7 +36,7 @@ around() {
 	phandler pid 'echo "{\"status\":\"succeeded\",\"result\":$$}"'
 	start work jobq-work -p -j 2 "$JOBS/h/pid"
 	for i in $(seq 10); do echo '{"type":"x"}'; done | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 10
+	eventually has_finals 10
 	run results
 	assert_equal "$(printf '%s\n' "$output" | grep -c '"status":"succeeded"')" 10
 	pids=$(printf '%s\n' "$output" | sed 's/.*"result":\([0-9]*\).*/\1/' | sort -u | wc -l)
@@ -48,7 +48,7 @@ around() {
 echo "{\"status\":\"succeeded\",\"result\":null}"'
 	start work jobq-work -p -j 1 "$JOBS/h/req"
 	echo '{"type":"t.1","payload":{"a":[1,"b"]}}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	id=$(cat "$JOBS/ids")
 	run cat "$JOBS/requests"
 	assert_output "{\"id\":\"$id\",\"type\":\"t.1\",\"attempt\":1,\"payload\":{\"a\":[1,\"b\"]}}"
@@ -57,7 +57,7 @@ echo "{\"status\":\"succeeded\",\"result\":null}"'
 @test "persistent: the example echo-persistent gives the payload back" {
 	start work jobq-work -p -j 2 "$ROOT/handlers/echo-persistent"
 	echo '{"type":"x","payload":{"k":"v}","n":[1,2]}}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"status":"succeeded","result":{"k":"v}","n":[1,2]},"error":null'
 }
@@ -103,7 +103,7 @@ esac'
 	for p in die fine hang fine close fine; do
 		echo "{\"type\":\"x\",\"payload\":\"$p\"}"
 	done | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 6
+	eventually has_finals 6
 	run results
 	assert_line --index 0 --partial '"error":"exit status 3"'
 	assert_line --index 1 --partial '"status":"succeeded","result":"fine"'
@@ -118,7 +118,7 @@ esac'
 while IFS= read -r line; do echo '{\"status\":\"succeeded\"}'; done"
 	start work jobq-work -p -j 2 "$JOBS/h/tidy"
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	stop work
 	assert_equal "$(cat "$JOBS/work.rc")" 0
 	assert_equal "$(grep -c bye "$JOBS/bye")" 1
@@ -134,7 +134,7 @@ while IFS= read -r line; do echo '{\"status\":\"succeeded\"}'; done"
 	phandler weird 'echo "{\"status\":\"maybe\",\"error\":\"e\"}"'
 	start work jobq-work -p -j 1 -a 1 "$JOBS/h/weird"
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"error":"bad reply from the handler: unknown status"'
 }
@@ -144,7 +144,7 @@ while IFS= read -r line; do echo '{\"status\":\"succeeded\"}'; done"
 sleep 30 & wait"
 	start work jobq-work -p -j 1 -a 1 -t 1 "$JOBS/h/late"
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"status":"failed","result":null,"error":"timed out after 1 s"'
 }
@@ -161,7 +161,7 @@ sleep 30 & wait"
 	phandler env 'echo "{\"status\":\"succeeded\",\"result\":\"${JOBQ_JOB_ID-none}\"}"'
 	JOBQ_JOB_ID=stray start work jobq-work -p -j 1 "$JOBS/h/env"
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"result":"none"'
 }

@@ -14,7 +14,7 @@ dead_headers() {
 echo "not yet" >&2; exit 75'
 	start work jobq-work -j 1 -B 1 "$JOBS/h/flaky"
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	eventually has_finals 2
 	run results
 	assert_line --index 0 --partial '"status":"retrying","result":null,"error":"exit status 75: not yet","attempts":1'
 	assert_line --index 1 --partial '"status":"succeeded","result":"ok 2","error":null,"attempts":2'
@@ -30,7 +30,7 @@ echo "not yet" >&2; exit 75'
 	echo '{"type":"x","payload":"bad"}' | submit
 	eventually has_depth "$JOBQ_JOB_QUEUE.delay.600s" 1
 	echo '{"type":"x","payload":"good"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	eventually has_finals 2
 	run results
 	assert_line --index 0 --partial '"status":"retrying"'
 	assert_line --index 1 --partial '"status":"succeeded","result":"done\n"'
@@ -45,7 +45,7 @@ echo "not yet" >&2; exit 75'
 	echo '{"type":"x","payload":[1]}' | submit
 	id=$(cat "$JOBS/ids")
 	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"status":"failed","result":null,"error":"exit status 65: no such image","attempts":1'
 	run qtool get "$JOBQ_DEAD_QUEUE"
@@ -59,7 +59,7 @@ echo "not yet" >&2; exit 75'
 	start work jobq-work -j 1 -B 1 -a 10 "$JOBS/h/bad"
 	echo '{"type":"x","max_attempts":3}' | submit
 	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
+	eventually has_finals 3
 	run results
 	assert_line --index 0 --partial '"status":"retrying","result":null,"error":"exit status 1: attempt 1","attempts":1'
 	assert_line --index 1 --partial '"status":"retrying","result":null,"error":"exit status 1: attempt 2","attempts":2'
@@ -161,7 +161,7 @@ echo "not yet" >&2; exit 75'
 	run logged work 'msg="job requeued"'
 	assert_success
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 1
-	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
+	assert_equal "$(results)" ''
 }
 
 @test "retry: -f is fresh while consuming and gone after a stop" {
@@ -183,7 +183,7 @@ echo "not yet" >&2; exit 75'
 	run grep -c 'msg="broker connection lost"' "$JOBS/work.log"
 	assert_output 1
 	echo '{"type":"x","payload":"again"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"result":"again"'
 	eventually test -e "$JOBS/health"
@@ -193,7 +193,7 @@ echo "not yet" >&2; exit 75'
 	url=$JOBQ_AMQP_URL
 	start work jobq-work -j 1 -u "amqp://guest:guest@127.0.0.1:$(dead_port)/" -u "$url" cat
 	echo '{"type":"x","payload":1}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	JOBQ_AMQP_URL="amqp://127.0.0.1:$(dead_port)/ $url" run qtool depth "$JOBQ_JOB_QUEUE"
 	assert_success
 }
@@ -207,7 +207,7 @@ echo "not yet" >&2; exit 75'
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 2
 	# With -R 1, a job counted once would be dead at once.
 	start work2 jobq-work -j 1 -R 1 "$JOBS/h/slow"
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
+	eventually has_finals 3
 	run results
 	refute_output --partial '"status":"failed"'
 	assert_equal "$(depth "$JOBQ_DEAD_QUEUE")" 0
@@ -228,7 +228,7 @@ echo "not yet" >&2; exit 75'
 	handler nap 'sleep 1.5; echo "\"napped\""'
 	start work jobq-work -j 1 -t 2 -a 1 "$JOBS/h/nap"
 	for i in 1 2 3; do echo '{"type":"x"}'; done | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 3
+	eventually has_finals 3
 	run results
 	for i in 0 1 2; do
 		assert_line --index "$i" --partial '"status":"succeeded","result":"napped"'
@@ -239,7 +239,7 @@ echo "not yet" >&2; exit 75'
 	handler nap 'sleep 2; echo "\"napped\""'
 	start work jobq-work -j 1 -C 4 -t 3 "$JOBS/h/nap"
 	for i in 1 2; do echo '{"type":"x"}'; done | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	eventually has_finals 2
 	run results
 	assert_line --index 0 --partial '"status":"succeeded","result":"napped"'
 	assert_line --index 1 --partial '"status":"succeeded","result":"napped"'
@@ -254,7 +254,7 @@ echo \$! >$JOBS/escaped.pid
 echo '\"out\"'"
 	start work jobq-work -j 1 "$JOBS/h/escape"
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"status":"succeeded","result":"out"'
 	kill "$(cat "$JOBS/escaped.pid")" 2>/dev/null || true
@@ -293,7 +293,7 @@ exit 75'
 	# Due now, and nobody to hand it back: it waits where it is.
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.2s")" 1
 	start work2 jobq-work -j 1 -B 2 "$JOBS/h/flaky"
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
+	eventually has_finals 2
 	run results
 	assert_line --index 1 --partial '"status":"succeeded","result":"ok","error":null,"attempts":2'
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.2s")" 0

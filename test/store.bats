@@ -286,6 +286,54 @@ stored() {
 	assert_equal "$(sql "SELECT status, attempts, result FROM jobs")" 'succeeded|2|"done"'
 }
 
+# running ID ATTEMPTS: the message of a worker that says a job runs.
+running() {
+	msg "$1" running "$2" null | sed 's/"finished_at":"[^"]*"/"finished_at":null/'
+}
+
+@test "jobq-store: a running job has a row with no end, which its result replaces" {
+	start_store
+	qtool put "$JOBQ_RESULT_QUEUE" "$(running "$ID" 1)"
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, attempts, worker,
+	    started_at IS NOT NULL, finished_at IS NULL FROM jobs")" 'running|1|w:1|t|t'
+	put_result "$ID" succeeded 1 '"done"'
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, result, finished_at IS NULL
+	    FROM jobs")" 'succeeded|"done"|f'
+}
+
+@test "jobq-store: news of a run that comes late replaces no later state" {
+	start_store
+	put_result "$ID" failed 1 null
+	eventually stored 1
+	qtool put "$JOBQ_RESULT_QUEUE" "$(running "$ID" 1)"
+	eventually stored 1
+	assert_equal "$(sql "SELECT status FROM jobs")" failed
+	put_result "$ID" retrying 2 null
+	eventually stored 1
+	qtool put "$JOBQ_RESULT_QUEUE" "$(running "$ID" 2)"
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, attempts FROM jobs")" 'retrying|2'
+	# The run of the next attempt is news again.
+	qtool put "$JOBQ_RESULT_QUEUE" "$(running "$ID" 3)"
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, attempts FROM jobs")" 'running|3'
+}
+
+@test "jobq-store: a running job with an end, or an end without one, is refused" {
+	start_store
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" running 1 null)"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 null |
+	    sed 's/"finished_at":"[^"]*"/"finished_at":null/')"
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 2
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=not a result: member "finished_at": not null for a job that is running'
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=not a result: member "finished_at"'
+	assert_equal "$(sql "SELECT count(*) FROM jobs")" 0
+}
+
 @test "jobq-store: it comes back after the broker closed its connection" {
 	start_store -f "$JOBS/health"
 	eventually test -e "$JOBS/health"

@@ -3,12 +3,6 @@
 
 load helpers
 
-# result_of: take the next result message off the result queue.
-result_of() {
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1 || return 1
-	qtool get "$JOBQ_RESULT_QUEUE" | tail -n 1
-}
-
 @test "jobq-work: the handler gets the payload and the job's variables" {
 	handler env 'payload=$(cat)
 printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
@@ -16,7 +10,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	start work jobq-work -j 1 "$JOBS/h/env"
 	echo '{"type":"t.1","payload":{"a":"b/c","n":[1,2]}}' | submit
 	id=$(cat "$JOBS/ids")
-	run result_of
+	run next_result
 	assert_success
 	assert_output --partial "\"id\":\"$id\",\"type\":\"t.1\",\"status\":\"succeeded\""
 	assert_output --partial "\"result\":{\"p\":{\"a\":\"b/c\",\"n\":[1,2]},\"id\":\"$id\",\"type\":\"t.1\",\"attempt\":1}"
@@ -30,7 +24,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 @test "jobq-work: a command line after -- gets its arguments" {
 	start work jobq-work -j 1 -- sh -c 'echo "\"$1\""' sh first
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"succeeded","result":"first"'
 }
 
@@ -38,7 +32,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler text 'cat >/dev/null; echo "plain words"; echo "two lines"'
 	start work jobq-work -j 1 "$JOBS/h/text"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"plain words\ntwo lines\n"'
 }
 
@@ -46,14 +40,14 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler big 'cat >/dev/null; echo "[123456789012345678901234567890]"'
 	start work jobq-work -j 1 "$JOBS/h/big"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"[123456789012345678901234567890]\n"'
 }
 
 @test "jobq-work: empty output is a null result" {
 	start work jobq-work -j 1 true
 	echo '{"type":"x","payload":1}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"succeeded","result":null'
 }
 
@@ -61,7 +55,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler bytes 'printf "a\377b\000c"'
 	start work jobq-work -j 1 "$JOBS/h/bytes"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"a'$'\xef\xbf\xbd''b'$'\xef\xbf\xbd''c"'
 }
 
@@ -69,7 +63,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler nuls 'printf "\000\000"'
 	start work jobq-work -j 1 "$JOBS/h/nuls"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"'$'\xef\xbf\xbd\xef\xbf\xbd''"'
 }
 
@@ -89,7 +83,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler bad 'cat >/dev/null; echo partial; echo "disk on fire" >&2; exit 3'
 	start work jobq-work -j 1 -a 1 "$JOBS/h/bad"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"failed","result":null,"error":"exit status 3: disk on fire"'
 	eventually has_depth "$JOBQ_JOB_QUEUE" 0
 }
@@ -98,7 +92,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler sig 'kill -KILL $$'
 	start work jobq-work -j 1 -a 1 "$JOBS/h/sig"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"error":"killed by signal 9"'
 }
 
@@ -106,7 +100,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler loud 'i=0; while [ $i -lt 300 ]; do echo "line $i of noise" >&2; i=$((i+1)); done; exit 1'
 	start work jobq-work -j 1 -a 1 "$JOBS/h/loud"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial 'line 299 of noise"'
 	refute_output --partial 'line 1 of noise'
 }
@@ -115,7 +109,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler big 'head -c 5000 /dev/zero | tr "\0" x'
 	start work jobq-work -j 1 -a 1 -S 1000 "$JOBS/h/big"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"failed"'
 	assert_output --partial 'output larger than the limit'
 }
@@ -124,7 +118,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	start work jobq-work -j 1 -- sh -c 'echo 7'
 	payload=$(head -c 300000 /dev/zero | tr '\0' a)
 	echo "{\"type\":\"x\",\"payload\":\"$payload\"}" | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"succeeded","result":7'
 }
 
@@ -133,12 +127,12 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	handler down 'tr A-Z a-z'
 	start work jobq-work -j 2 -D "$JOBS/h"
 	echo '{"type":"up","payload":"MiXeD"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	echo '{"type":"down","payload":"MiXeD"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 2
-	run qtool get "$JOBQ_RESULT_QUEUE"
+	eventually has_finals 2
+	run next_result
 	assert_output --partial '"result":"MIXED"'
-	run qtool get "$JOBQ_RESULT_QUEUE"
+	run next_result
 	assert_output --partial '"result":"mixed"'
 }
 
@@ -146,7 +140,7 @@ printf "{\"p\":%s,\"id\":\"%s\",\"type\":\"%s\",\"attempt\":%s}" \
 	mkdir -p "$JOBS/h"
 	start work jobq-work -j 1 -D "$JOBS/h"
 	echo '{"type":"missing"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"failed"'
 	assert_output --partial "\"error\":\"no handler for type missing in $JOBS/h\""
 	eventually has_depth "$JOBQ_JOB_QUEUE" 0
@@ -160,11 +154,8 @@ ls $JOBS/running | wc -l
 rm $JOBS/running/\$JOBQ_JOB_ID"
 	start work jobq-work -j 3 "$JOBS/h/slow"
 	for i in 1 2 3 4 5 6 7 8 9; do echo '{"type":"x"}'; done | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 9
-	for i in 1 2 3 4 5 6 7 8 9; do
-		qtool get "$JOBQ_RESULT_QUEUE" | tail -n 1 |
-		    sed 's/.*"result":\([0-9]*\).*/\1/'
-	done | sort -n >"$JOBS/counts"
+	eventually has_finals 9
+	results | sed 's/.*"result":\([0-9]*\).*/\1/' | sort -n >"$JOBS/counts"
 	assert_equal "$(tail -n 1 "$JOBS/counts")" 3
 }
 
@@ -174,7 +165,7 @@ echo \$! >$JOBS/child.pid
 sleep 60"
 	start work jobq-work -j 1 -a 1 -t 1 "$JOBS/h/hang"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"failed"'
 	assert_output --partial '"error":"timed out after 1 s"'
 	run eventually sh -c "! kill -0 $(cat "$JOBS/child.pid") 2>/dev/null"
@@ -185,7 +176,7 @@ sleep 60"
 	handler nap 'sleep 30'
 	start work jobq-work -j 1 -t 600 "$JOBS/h/nap"
 	echo '{"type":"x","timeout":1}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"error":"timed out after 1 s"'
 }
 
@@ -195,7 +186,7 @@ echo \$! >$JOBS/child.pid
 echo done"
 	start work jobq-work -j 1 "$JOBS/h/leave"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"done\n"'
 	eventually test -s "$JOBS/child.pid"
 	run eventually sh -c "! kill -0 $(cat "$JOBS/child.pid") 2>/dev/null"
@@ -209,7 +200,7 @@ echo done"
 	eventually test -e "$JOBS/started"
 	stop work
 	assert_equal "$(cat "$JOBS/work.rc")" 0
-	run qtool get "$JOBQ_RESULT_QUEUE"
+	run results
 	assert_output --partial '"status":"succeeded","result":"finished'
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 0
 	run logged work 'msg="stopped" jobs_done=1'
@@ -223,7 +214,7 @@ echo done"
 	eventually test -e "$JOBS/started"
 	stop work
 	assert_equal "$(cat "$JOBS/work.rc")" 0
-	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 1
+	assert_equal "$(results | wc -l)" 1
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE")" 2
 }
 
@@ -233,7 +224,7 @@ echo done"
 	qtool put "$JOBQ_JOB_QUEUE" 'not json'
 	qtool put "$JOBQ_JOB_QUEUE" '{"v":1,"id":"nope","type":"x"}'
 	echo '{"type":"x","payload":"after"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"after"'
 	run logged work 'msg="not a job; dead-lettered"'
 	assert_success
@@ -261,7 +252,7 @@ echo done"
 	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" "$(head -c 6000 /dev/zero | tr '\0' a)")"
 	# shellcheck disable=SC2059
 	qtool put "$JOBQ_JOB_QUEUE" "$(printf "$job" b)" 'Application/JSON ; charset=utf-8'
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	run results
 	assert_output --partial '"result":"b"'
 	eventually has_depth "$JOBQ_DEAD_QUEUE" 2
@@ -276,7 +267,7 @@ echo done"
 @test "jobq-work: logs one logfmt line per job" {
 	start work jobq-work -j 1 true
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	id=$(cat "$JOBS/ids")
 	run grep "msg=\"job done\" id=$id type=x status=succeeded attempt=1 ms=" "$JOBS/work.log"
 	assert_success
@@ -286,7 +277,7 @@ echo done"
 @test "jobq-work: JOBQ_LOG=error silences the info lines" {
 	JOBQ_LOG=error start work jobq-work -j 1 true
 	echo '{"type":"x"}' | submit
-	eventually has_depth "$JOBQ_RESULT_QUEUE" 1
+	eventually has_finals 1
 	stop work
 	run cat "$JOBS/work.log"
 	assert_output ''
@@ -346,7 +337,7 @@ wait
 sleep 30"
 	start work jobq-work -j 1 -a 1 -t 1 "$JOBS/h/stubborn"
 	echo '{"type":"x"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"failed"'
 	assert_output --partial '"error":"timed out after 1 s"'
 	run kill -0 "$(cat "$JOBS/stubborn.pid")"
@@ -357,13 +348,13 @@ sleep 30"
 	handler env 'printf "\"%s %s\"" "$JOBQ_JOB_QUEUE" "$JOBQ_JOB_TYPE"'
 	JOBQ_JOB_TYPE=stray start work jobq-work -j 1 "$JOBS/h/env"
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial "\"result\":\"$JOBQ_JOB_QUEUE t\""
 	stop work
 	JOBQ_JOB_TYPE=stray start work jobq-work -j 1 -e JOBQ_JOB_TYPE \
 	    -e JOBQ_JOB_TYPE=other "$JOBS/h/env"
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial "\"result\":\"$JOBQ_JOB_QUEUE t\""
 }
 
@@ -373,13 +364,13 @@ sleep 30"
 	PGPASSWORD=pw SECRET=s LC_ALL=C start work jobq-work -j 1 \
 	    "$JOBS/h/env"
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"unset|unset|unset|unset|C"'
 	stop work
 	LC_ALL= PGPASSWORD=pw SECRET=s start work jobq-work -j 1 -e PGPASSWORD \
 	    -e EXTRA=a=b -e JOBQ_AMQP_URL -e NOT_SET "$JOBS/h/env"
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial "\"result\":\"$JOBQ_AMQP_URL|pw|unset|a=b|\""
 }
 
@@ -389,7 +380,7 @@ printf "{\"status\":\"succeeded\",\"result\":\"%s|%s\"}\n" \
     "${SECRET-unset}" "${KEPT-unset}"; done'
 	SECRET=s KEPT=k start work jobq-work -p -j 1 -e KEPT "$JOBS/h/penv"
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"result":"unset|k"'
 }
 
@@ -400,19 +391,19 @@ printf "{\"status\":\"succeeded\",\"result\":\"%s|%s\"}\n" \
 	cd "$JOBS"
 	start work jobq-work -j 1 -c wd h/pwd
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial "\"result\":\"$JOBS/wd\""
 	stop work
 	start work jobq-work -j 1 -c "$JOBS/wd" -D types
 	echo '{"type":"pwd"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial "\"status\":\"succeeded\",\"result\":\"$JOBS/wd\""
 	stop work
 	ln -s pwd "$JOBS/h/named"
 	handler pwd 'cat >/dev/null; printf "\"%s\"" "$0"'
 	start work jobq-work -j 1 -c wd h/named
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial "\"result\":\"$JOBS/h/named\""
 }
 
@@ -436,13 +427,13 @@ printf "{\"status\":\"succeeded\",\"result\":\"%s|%s\"}\n" \
 if cat /proc/$PPID/environ >/dev/null 2>&1; then r=read; else r=denied; fi
 printf "\"%s %s %s\"" "$(id -un)" "$USER" "$r"'
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"succeeded","result":"nobody nobody denied"'
 	stop work
 	start work jobq-work -p -j 1 -U nobody -- sh -c 'while read -r _; do
 printf "{\"status\":\"succeeded\",\"result\":\"%s\"}\n" "$(id -un)"; done'
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"succeeded","result":"nobody"'
 }
 
@@ -455,7 +446,7 @@ printf "{\"status\":\"succeeded\",\"result\":\"%s\"}\n" "$(id -un)"; done'
 	    "$d/jobq-work" -j 1 -U nobody -- sh -c 'cat >/dev/null
 printf "\"%s %s\"" "$(id -un)" "$HOME"'
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	stop work
 	rm -rf "$d"
 	assert_output --partial "\"status\":\"succeeded\",\"result\":\"nobody $(getent passwd nobody | cut -d: -f6)\""
@@ -469,7 +460,7 @@ printf "\"%s %s\"" "$(id -un)" "$HOME"'
 	chmod 755 "$JOBS/private/h"
 	start work jobq-work -j 1 -a 1 -U nobody "$JOBS/private/h"
 	echo '{"type":"t"}' | submit
-	run result_of
+	run next_result
 	assert_output --partial '"status":"failed"'
 	assert_output --partial "cannot run $JOBS/private/h: Permission denied"
 }
