@@ -577,7 +577,7 @@ publish(struct dead *d, struct letter *l)
 	if ((body = jobq_job_encode(job)) == NULL)
 		die_nomem();
 	rc = jobq_amqp_publish(d->conn, d->cfg.exchange, job->type, 1,
-	    job->id, job->type, body, strlen(body), &err);
+	    job->id, job->type, job->trace, body, strlen(body), &err);
 	free(body);
 	if (rc == -1)
 		die(&err);

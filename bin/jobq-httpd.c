@@ -483,7 +483,8 @@ publish(struct server *s, const struct jobq_job *job, const char *msg,
 		if (broker(s, res) == -1)
 			return -1;
 		if (jobq_amqp_publish(s->amqp, s->cfg.exchange, job->type, 1,
-		    job->id, job->type, msg, strlen(msg), &err) == -1) {
+		    job->id, job->type, job->trace, msg, strlen(msg),
+		    &err) == -1) {
 			broker_lost(s, &err);
 			rc = -2;
 		} else
@@ -523,6 +524,7 @@ post_job(struct server *s, const struct jobq_http_req *req,
 		fail(res, 400, "%s", err.msg);
 		return;
 	}
+	jobq_trace_new(job.trace, req->trace);
 	if ((msg = jobq_job_encode(&job)) == NULL) {
 		fail(res, 503, "out of memory");
 		goto out;
@@ -894,6 +896,8 @@ serve_cgi(struct server *s)
 	    (v = getenv("CONTENT_TYPE")) != NULL ? v : "");
 	snprintf(req.authorization, sizeof(req.authorization), "%s",
 	    (v = getenv("HTTP_AUTHORIZATION")) != NULL ? v : "");
+	if (jobq_trace_valid(v = getenv("HTTP_TRACEPARENT")))
+		strcpy(req.trace, v);
 	if ((v = getenv("CONTENT_LENGTH")) != NULL && *v != '\0' &&
 	    jobq_parse_long(v, 0, 1L << 40, &cl) == -1)
 		fail(&res, 400, "bad CONTENT_LENGTH");

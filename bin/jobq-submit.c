@@ -101,6 +101,7 @@ publish(struct submit *s, json_object *doc)
 		s->stopped = 1;
 		return -1;
 	}
+	jobq_trace_new(job.trace, getenv("TRACEPARENT"));
 	if ((body = jobq_job_encode(&job)) == NULL) {
 		jobq_job_clear(&job);
 		jobq_errf(&err, EX_OSERR, "out of memory");
@@ -108,7 +109,7 @@ publish(struct submit *s, json_object *doc)
 		return -1;
 	}
 	rc = jobq_amqp_publish(s->conn, s->cfg.exchange, job.type, 1, job.id,
-	    job.type, body, strlen(body), &err);
+	    job.type, job.trace, body, strlen(body), &err);
 	free(body);
 	if (rc == -1) {
 		jobq_job_clear(&job);

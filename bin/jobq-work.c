@@ -323,7 +323,8 @@ job_variable(const char *entry)
 {
 	return strncmp(entry, "JOBQ_JOB_ID=", 12) == 0 ||
 	    strncmp(entry, "JOBQ_JOB_TYPE=", 14) == 0 ||
-	    strncmp(entry, "JOBQ_ATTEMPT=", 13) == 0;
+	    strncmp(entry, "JOBQ_ATTEMPT=", 13) == 0 ||
+	    strncmp(entry, "TRACEPARENT=", 12) == 0;
 }
 
 /* Whether a variable of ours goes to handlers without being asked for. */
@@ -394,10 +395,11 @@ static char **
 job_env(const struct worker *w, const struct jobq_job *job)
 {
 	static char	 id[64], type[128], attempt[64];
+	static char	 trace[JOBQ_TRACE_LEN + 16];
 	char		**env;
 	size_t		 k = w->nenv;
 
-	if ((env = calloc(w->nenv + 4, sizeof(*env))) == NULL)
+	if ((env = calloc(w->nenv + 5, sizeof(*env))) == NULL)
 		return NULL;
 	memcpy(env, w->env, w->nenv * sizeof(*env));
 	if (job == NULL)
@@ -405,9 +407,11 @@ job_env(const struct worker *w, const struct jobq_job *job)
 	snprintf(id, sizeof(id), "JOBQ_JOB_ID=%s", job->id);
 	snprintf(type, sizeof(type), "JOBQ_JOB_TYPE=%s", job->type);
 	snprintf(attempt, sizeof(attempt), "JOBQ_ATTEMPT=%d", job->attempt);
+	snprintf(trace, sizeof(trace), "TRACEPARENT=%s", job->trace);
 	env[k++] = id;
 	env[k++] = type;
 	env[k++] = attempt;
+	env[k++] = trace;
 	return env;
 }
 
@@ -694,7 +698,8 @@ put_back_late(struct worker *w)
 		    now - q->at + timeout < w->consumer_timeout)
 			return;
 		jobq_log(JOBQ_INFO, "job waited too long to start; put back",
-		    "id=%s waited=%lld", q->job.id, (long long)(now - q->at));
+		    "id=%s waited=%lld trace_id=%.32s", q->job.id,
+		    (long long)(now - q->at), q->job.trace + 3);
 		put_back(w, q->tag, &q->job, q->deliveries);
 		jobq_job_clear(&q->job);
 		w->qhead = (w->qhead + 1) % w->prefetch;
@@ -718,6 +723,8 @@ request_line(const struct jobq_job *job)
 	json_object_object_add(o, "type", json_object_new_string(job->type));
 	json_object_object_add(o, "attempt",
 	    json_object_new_int(job->attempt));
+	json_object_object_add(o, "traceparent",
+	    json_object_new_string(job->trace));
 	json_object_object_add(o, "payload", json_object_get(job->payload));
 	s = strdup(jobq_json_str(o));
 	json_object_put(o);
@@ -775,8 +782,9 @@ start_job(struct worker *w, struct run *r)
 		r->permanent = err.code == EX_DATAERR;
 		return;
 	}
-	jobq_log(JOBQ_DEBUG, "job started", "id=%s type=%s attempt=%d pid=%ld",
-	    r->job.id, r->job.type, r->job.attempt, (long)r->pid);
+	jobq_log(JOBQ_DEBUG, "job started", "id=%s type=%s attempt=%d pid=%ld "
+	    "trace_id=%.32s", r->job.id, r->job.type, r->job.attempt,
+	    (long)r->pid, r->job.trace + 3);
 	if (w->running_after == 0)
 		send_result(w, 0, &r->job, "running", NULL, NULL,
 		    r->started_at);
@@ -1043,7 +1051,8 @@ check_deadlines(struct worker *w)
 		if (stop && !r->abandoned) {
 			r->abandoned = 1;
 			jobq_log(JOBQ_WARN, "grace period over; stopping job",
-			    "id=%s pid=%ld", r->job.id, (long)r->pid);
+			    "id=%s pid=%ld trace_id=%.32s", r->job.id,
+			    (long)r->pid, r->job.trace + 3);
 			terminate(r, now_ms);
 		} else if (r->deadline != 0 && now_ms >= r->deadline) {
 			if (r->killed == 0 && !r->abandoned)
@@ -1171,12 +1180,12 @@ send_for(struct worker *w, uint64_t tag, const struct jobq_pub *pub,
 
 /*
  * Publish to a queue by name through the default exchange; a NULL
- * content type is JSON's.
+ * content type is JSON's.  A job's message carries its trace.
  */
 static int
 send_to(struct worker *w, uint64_t tag, const char *queue, const char *id,
-    const char *type, struct jobq_headers *h, const char *content_type,
-    const char *body, size_t len)
+    const char *type, const char *trace, struct jobq_headers *h,
+    const char *content_type, const char *body, size_t len)
 {
 	struct jobq_pub	 pub;
 
@@ -1187,6 +1196,7 @@ send_to(struct worker *w, uint64_t tag, const char *queue, const char *id,
 	pub.id = id;
 	pub.type = type;
 	pub.content_type = content_type;
+	pub.trace = trace;
 	if (h != NULL)
 		pub.headers = jobq_headers_table(h);
 	return send_for(w, tag, &pub, body, len);
@@ -1198,8 +1208,8 @@ send_to(struct worker *w, uint64_t tag, const char *queue, const char *id,
  */
 static int
 dead_letter(struct worker *w, uint64_t tag, const char *id,
-    const char *type, const char *reason, int attempts, const char *body,
-    size_t len, const char *content_type)
+    const char *type, const char *trace, const char *reason, int attempts,
+    const char *body, size_t len, const char *content_type)
 {
 	struct jobq_headers	 h = { .n = 0 };
 	char			 now[JOBQ_TIME_LEN + 1];
@@ -1211,8 +1221,8 @@ dead_letter(struct worker *w, uint64_t tag, const char *id,
 	jobq_header_str(&h, JOBQ_H_FAILED_AT, now);
 	if (attempts > 0)
 		jobq_header_int(&h, JOBQ_H_ATTEMPTS, attempts);
-	return send_to(w, tag, w->cfg.dead_queue, id, type, &h, content_type,
-	    body, len);
+	return send_to(w, tag, w->cfg.dead_queue, id, type, trace, &h,
+	    content_type, body, len);
 }
 
 /*
@@ -1238,6 +1248,7 @@ send_result(struct worker *w, uint64_t tag, const struct jobq_job *job,
 	res.attempts = job->attempt;
 	res.worker = w->name;
 	strcpy(res.submitted_at, job->submitted_at);
+	strcpy(res.trace, job->trace);
 	if (strcmp(status, "running") != 0)
 		jobq_now(res.finished_at);
 	strcpy(res.started_at, started_at != NULL ? started_at :
@@ -1246,8 +1257,8 @@ send_result(struct worker *w, uint64_t tag, const struct jobq_job *job,
 		jobq_errf(&err, EX_OSERR, "out of memory");
 		die(&err);
 	}
-	rc = send_to(w, tag, w->cfg.result_queue, res.id, res.type, NULL,
-	    NULL, body, strlen(body));
+	rc = send_to(w, tag, w->cfg.result_queue, res.id, res.type, res.trace,
+	    NULL, NULL, body, strlen(body));
 	free(body);
 	return rc;
 }
@@ -1282,8 +1293,8 @@ put_back(struct worker *w, uint64_t tag, const struct jobq_job *job,
 
 	if (deliveries > 0)
 		jobq_header_int(&h, JOBQ_H_DELIVERIES, deliveries);
-	send_to(w, tag, w->cfg.job_queue, job->id, job->type, &h, NULL, body,
-	    strlen(body));
+	send_to(w, tag, w->cfg.job_queue, job->id, job->type, job->trace, &h,
+	    NULL, body, strlen(body));
 	free(body);
 }
 
@@ -1298,8 +1309,8 @@ fail_job(struct worker *w, uint64_t tag, const struct jobq_job *job,
 	char	*body = job_message(job, job->attempt);
 
 	if (send_result(w, tag, job, "failed", NULL, error, started_at) == 0)
-		dead_letter(w, tag, job->id, job->type, reason, job->attempt,
-		    body, strlen(body), NULL);
+		dead_letter(w, tag, job->id, job->type, job->trace, reason,
+		    job->attempt, body, strlen(body), NULL);
 	free(body);
 }
 
@@ -1335,13 +1346,14 @@ retry_job(struct worker *w, struct run *r, const char *error)
 
 	jobq_header_int(&h, JOBQ_H_DUE, jobq_wall_ms() + w->steps[i] * 1000L);
 	if (send_to(w, r->tag, w->retry_queue[i], r->job.id, r->job.type,
-	    &h, NULL, body, strlen(body)) == 0)
+	    r->job.trace, &h, NULL, body, strlen(body)) == 0)
 		send_result(w, r->tag, &r->job, "retrying", NULL, error,
 		    r->started_at);
 	free(body);
 	jobq_log(JOBQ_INFO, "job done", "id=%s type=%s status=retrying "
-	    "attempt=%d ms=%.1f retry_in=%d error=%s", r->job.id, r->job.type,
-	    r->job.attempt, ms_since(&r->t0), w->steps[i], jobq_q(error));
+	    "attempt=%d ms=%.1f retry_in=%d error=%s trace_id=%.32s",
+	    r->job.id, r->job.type, r->job.attempt, ms_since(&r->t0),
+	    w->steps[i], jobq_q(error), r->job.trace + 3);
 }
 
 static int
@@ -1448,8 +1460,8 @@ finish(struct worker *w, struct run *r)
 		retire(w, (int)(r - w->runs));
 	if (r->abandoned) {
 		put_back(w, r->tag, &r->job, r->deliveries);
-		jobq_log(JOBQ_INFO, "job requeued", "id=%s type=%s",
-		    r->job.id, r->job.type);
+		jobq_log(JOBQ_INFO, "job requeued", "id=%s type=%s "
+		    "trace_id=%.32s", r->job.id, r->job.type, r->job.trace + 3);
 		free(error);
 		json_object_put(value);
 	} else if (ok) {
@@ -1459,8 +1471,9 @@ finish(struct worker *w, struct run *r)
 		    r->started_at);
 		json_object_put(value);
 		jobq_log(JOBQ_INFO, "job done", "id=%s type=%s "
-		    "status=succeeded attempt=%d ms=%.1f", r->job.id,
-		    r->job.type, r->job.attempt, ms_since(&r->t0));
+		    "status=succeeded attempt=%d ms=%.1f trace_id=%.32s",
+		    r->job.id, r->job.type, r->job.attempt, ms_since(&r->t0),
+		    r->job.trace + 3);
 		w->done++;
 	} else {
 		if (error == NULL && (error = failure_text(r,
@@ -1479,9 +1492,10 @@ finish(struct worker *w, struct run *r)
 			fail_job(w, r->tag, &r->job, error, reason,
 			    r->started_at);
 			jobq_log(JOBQ_INFO, "job done", "id=%s type=%s "
-			    "status=failed attempt=%d ms=%.1f error=%s",
-			    r->job.id, r->job.type, r->job.attempt,
-			    ms_since(&r->t0), jobq_q(error));
+			    "status=failed attempt=%d ms=%.1f error=%s "
+			    "trace_id=%.32s", r->job.id, r->job.type,
+			    r->job.attempt, ms_since(&r->t0), jobq_q(error),
+			    r->job.trace + 3);
 		}
 		free(error);
 		w->done++;
@@ -1559,7 +1573,7 @@ not_a_job(struct worker *w, struct jobq_event *ev, const char *why)
 	jobq_log(JOBQ_WARN, "not a job; dead-lettered", "message_id=%s "
 	    "err=%s", jobq_q(ev->message_id), jobq_q(why));
 	dead_letter(w, ev->tag, *ev->message_id != '\0' ? ev->message_id :
-	    NULL, NULL, reason, 0, ev->body.bytes, ev->body.len,
+	    NULL, NULL, NULL, reason, 0, ev->body.bytes, ev->body.len,
 	    *ev->content_type != '\0' ? ev->content_type :
 	    "application/octet-stream");
 }
@@ -1585,15 +1599,17 @@ redelivered(struct worker *w, struct jobq_event *ev, struct waiting *q)
 		    "an outcome: the job may be killing its worker", n,
 		    n == 1 ? "" : "s");
 		jobq_log(JOBQ_WARN, "job done", "id=%s type=%s status=failed "
-		    "attempt=%d error=%s", q->job.id, q->job.type,
-		    q->job.attempt, jobq_q(error));
+		    "attempt=%d error=%s trace_id=%.32s", q->job.id,
+		    q->job.type, q->job.attempt, jobq_q(error),
+		    q->job.trace + 3);
 		fail_job(w, ev->tag, &q->job, error, error, NULL);
 	} else {
 		jobq_header_int(&h, JOBQ_H_DELIVERIES, n);
 		jobq_log(JOBQ_INFO, "job delivered again; counted and "
-		    "requeued", "id=%s deliveries=%ld", q->job.id, n);
+		    "requeued", "id=%s deliveries=%ld trace_id=%.32s",
+		    q->job.id, n, q->job.trace + 3);
 		send_to(w, ev->tag, w->cfg.job_queue, q->job.id, q->job.type,
-		    &h, NULL, ev->body.bytes, ev->body.len);
+		    q->job.trace, &h, NULL, ev->body.bytes, ev->body.len);
 	}
 	jobq_job_clear(&q->job);
 	return 1;
@@ -1605,7 +1621,7 @@ delivered(struct worker *w, struct jobq_event *ev)
 {
 	struct jobq_err	 err, derr;
 	struct waiting	*q;
-	char		 why[400];
+	char		 why[400], trace[JOBQ_TRACE_LEN + 2];
 
 	if (w->qlen == w->prefetch) {
 		jobq_errf(&err, EX_SOFTWARE, "broker sent more than the "
@@ -1631,6 +1647,17 @@ delivered(struct worker *w, struct jobq_event *ev)
 	    &derr) == -1) {
 		not_a_job(w, ev, derr.msg);
 		return;
+	}
+	/*
+	 * A job from a client of its own may carry its trace only in the
+	 * header, or none: then the job starts one.
+	 */
+	if (*q->job.trace == '\0') {
+		if (jobq_event_header_str(ev, "traceparent", trace,
+		    sizeof(trace)) == -1 || !jobq_trace_valid(trace))
+			jobq_trace_new(q->job.trace, NULL);
+		else
+			strcpy(q->job.trace, trace);
 	}
 	if (jobq_event_header_int(ev, JOBQ_H_DELIVERIES,
 	    &q->deliveries) == -1 || q->deliveries < 0)

@@ -32,6 +32,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (jobq_http_parse_head(in, head, MAX_HEADERS, &req, &err) == -1)
 		return 0;
+	/* Only a valid traceparent is ever taken from a request. */
+	if (*req.trace != '\0' && (!jobq_trace_valid(req.trace) ||
+	    req.traces != 1))
+		abort();
 	if (!req.chunked)
 		return 0;
 	if ((out = malloc(MAX_BODY)) == NULL)

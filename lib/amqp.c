@@ -392,8 +392,9 @@ jobq_amqp_send(amqp_connection_state_t conn, const struct jobq_pub *pub,
     const void *body, size_t len, struct jobq_err *err)
 {
 	amqp_basic_properties_t	 p;
+	amqp_table_entry_t	 e[JOBQ_MAX_HEADERS + 1];
 	amqp_bytes_t		 b;
-	int			 rc;
+	int			 rc, n = pub->headers.num_entries;
 
 	memset(&p, 0, sizeof(p));
 	p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG |
@@ -410,9 +411,21 @@ jobq_amqp_send(amqp_connection_state_t conn, const struct jobq_pub *pub,
 		p._flags |= AMQP_BASIC_TYPE_FLAG;
 		p.type = amqp_cstring_bytes(pub->type);
 	}
-	if (pub->headers.num_entries > 0) {
+	if (n > 0) {
 		p._flags |= AMQP_BASIC_HEADERS_FLAG;
 		p.headers = pub->headers;
+	}
+	/* The W3C's name, which tracing tools for AMQP look for. */
+	if (pub->trace != NULL && *pub->trace != '\0' &&
+	    n <= JOBQ_MAX_HEADERS) {
+		if (n > 0)
+			memcpy(e, pub->headers.entries, (size_t)n * sizeof(*e));
+		e[n].key = amqp_cstring_bytes("traceparent");
+		e[n].value.kind = AMQP_FIELD_KIND_UTF8;
+		e[n].value.value.bytes = amqp_cstring_bytes(pub->trace);
+		p._flags |= AMQP_BASIC_HEADERS_FLAG;
+		p.headers.entries = e;
+		p.headers.num_entries = n + 1;
 	}
 	b.bytes = (void *)(uintptr_t)body;
 	b.len = len;
@@ -427,12 +440,13 @@ jobq_amqp_send(amqp_connection_state_t conn, const struct jobq_pub *pub,
 
 /*
  * Publish a persistent JSON message.  id and type go into the
- * message_id and type properties.
+ * message_id and type properties, and trace, unless NULL or empty, into
+ * the header traceparent.
  */
 int
 jobq_amqp_publish(amqp_connection_state_t conn, const char *exchange,
     const char *key, int mandatory, const char *id, const char *type,
-    const char *body, size_t len, struct jobq_err *err)
+    const char *trace, const char *body, size_t len, struct jobq_err *err)
 {
 	struct jobq_pub	 pub;
 
@@ -442,6 +456,7 @@ jobq_amqp_publish(amqp_connection_state_t conn, const char *exchange,
 	pub.mandatory = mandatory;
 	pub.id = id;
 	pub.type = type;
+	pub.trace = trace;
 	return jobq_amqp_send(conn, &pub, body, len, err);
 }
 

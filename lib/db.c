@@ -19,7 +19,7 @@
 static const char fetch_sql[] =
 	"SELECT id::text, type, status, result::text, error, attempts, "
 	"worker, " TS("submitted_at") ", " TS("started_at") ", "
-	TS("finished_at") ", " TS("stored_at") " "
+	TS("finished_at") ", " TS("stored_at") ", traceparent "
 	"FROM jobs WHERE id = ANY($1::uuid[])";
 
 /*
@@ -33,22 +33,23 @@ static const char store_sql[] =
 	" jsonb_to_recordset($1::jsonb) AS (id uuid, type text, status text,"
 	" result jsonb, error text, attempts int, worker text,"
 	" submitted_at timestamptz, started_at timestamptz,"
-	" finished_at timestamptz)) WITH ORDINALITY AS r(id, type, status,"
-	" result, error, attempts, worker, submitted_at, started_at,"
-	" finished_at, n)"
+	" finished_at timestamptz, traceparent text)) WITH ORDINALITY"
+	" AS r(id, type, status, result, error, attempts, worker,"
+	" submitted_at, started_at, finished_at, traceparent, n)"
 	" ORDER BY r.id, r.attempts DESC, jobq_status_rank(r.status) DESC,"
 	" r.n"
 	"), stored AS ("
 	" INSERT INTO jobs AS j (id, type, status, result, error, attempts,"
-	" worker, submitted_at, started_at, finished_at)"
+	" worker, submitted_at, started_at, finished_at, traceparent)"
 	" SELECT id, type, status, result, error, attempts, worker,"
-	" submitted_at, started_at, finished_at FROM batch"
+	" submitted_at, started_at, finished_at, traceparent FROM batch"
 	" ON CONFLICT (id) DO UPDATE SET type = EXCLUDED.type,"
 	" status = EXCLUDED.status, result = EXCLUDED.result,"
 	" error = EXCLUDED.error, attempts = EXCLUDED.attempts,"
 	" worker = EXCLUDED.worker, submitted_at = EXCLUDED.submitted_at,"
 	" started_at = EXCLUDED.started_at,"
-	" finished_at = EXCLUDED.finished_at, stored_at = now()"
+	" finished_at = EXCLUDED.finished_at,"
+	" traceparent = EXCLUDED.traceparent, stored_at = now()"
 	" WHERE (EXCLUDED.attempts, jobq_status_rank(EXCLUDED.status)) >"
 	" (j.attempts, jobq_status_rank(j.status))"
 	" RETURNING 1"
@@ -153,13 +154,13 @@ row_object(PGresult *res, int row)
 	static const char	*names[] = { "id", "type", "status", "result",
 				    "error", "attempts", "worker",
 				    "submitted_at", "started_at", "finished_at",
-				    "stored_at" };
+				    "stored_at", "traceparent" };
 	json_object		*o, *v;
 	int			 col;
 
 	if ((o = json_object_new_object()) == NULL)
 		return NULL;
-	for (col = 0; col < 11; col++) {
+	for (col = 0; col < (int)(sizeof(names) / sizeof(names[0])); col++) {
 		if (PQgetisnull(res, row, col))
 			v = NULL;
 		else if (col == 3)

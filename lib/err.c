@@ -472,35 +472,113 @@ jobq_uuid_canon(const char *s, char out[JOBQ_UUID_LEN + 1])
 }
 
 /*
- * A new random (version 4) UUID in canonical lowercase form.  The
- * bytes come from getrandom(2), a block at a time: libuuid seeds its
- * own generator again for every UUID, which costs a stream of jobs
- * more than all the rest of its parsing.  The block left over is not
- * shared with a child, since the tools fork only to exec.
+ * Fill out with n random bytes, n at most 16.  They come from
+ * getrandom(2), a block at a time: libuuid seeds its own generator
+ * again for every UUID, which costs a stream of jobs more than all the
+ * rest of its parsing.  The block left over is not shared with a
+ * child, since the tools fork only to exec.
  */
-void
-jobq_uuid_new(char out[JOBQ_UUID_LEN + 1])
+static void
+random_bytes(unsigned char *out, size_t n)
 {
 	static unsigned char	 pool[256];
 	static size_t		 left;
 	uuid_t			 u;
 
-	if (left < sizeof(u)) {
+	if (left < n) {
 		/* Early in a boot the kernel's pool may not be ready. */
 		if (getrandom(pool, sizeof(pool), GRND_NONBLOCK) !=
 		    (ssize_t)sizeof(pool)) {
 			uuid_generate_random(u);
-			uuid_unparse_lower(u, out);
+			memcpy(out, u, n);
 			return;
 		}
 		left = sizeof(pool);
 	}
-	left -= sizeof(u);
-	memcpy(u, pool + left, sizeof(u));
-	memset(pool + left, 0, sizeof(u));
+	left -= n;
+	memcpy(out, pool + left, n);
+	memset(pool + left, 0, n);
+}
+
+/* A new random (version 4) UUID in canonical lowercase form. */
+void
+jobq_uuid_new(char out[JOBQ_UUID_LEN + 1])
+{
+	uuid_t	 u;
+
+	random_bytes(u, sizeof(u));
 	u[6] = (u[6] & 0x0f) | 0x40;	/* version 4 */
 	u[8] = (u[8] & 0x3f) | 0x80;	/* the variant of RFC 4122 */
 	uuid_unparse_lower(u, out);
+}
+
+/* Whether s is n lowercase hex digits, not all of them zero. */
+static int
+hex_id(const char *s, size_t n)
+{
+	size_t	 i;
+	int	 zero = 1;
+
+	for (i = 0; i < n; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		    (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+		if (s[i] != '0')
+			zero = 0;
+	}
+	return !zero;
+}
+
+/*
+ * Whether s is a W3C trace context traceparent of version 00:
+ * "00-" 32 hex digits of the trace id "-" 16 of the parent id "-" 2 of
+ * the flags, in lowercase, with neither id all zeros.
+ */
+int
+jobq_trace_valid(const char *s)
+{
+	return s != NULL && strlen(s) == JOBQ_TRACE_LEN &&
+	    strncmp(s, "00-", 3) == 0 && hex_id(s + 3, 32) && s[35] == '-' &&
+	    hex_id(s + 36, 16) && s[52] == '-' &&
+	    strspn(s + 53, "0123456789abcdef") == 2;
+}
+
+/*
+ * Make the traceparent of a new step of a trace: under parent, when it
+ * is a valid traceparent, its trace id and flags with an id of our own;
+ * else a new trace, sampled, as the W3C's rules say to do with one that
+ * is not valid.
+ */
+void
+jobq_trace_new(char out[JOBQ_TRACE_LEN + 1], const char *parent)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	unsigned char		 b[16];
+	char			 id[17];
+	size_t			 i;
+
+	do
+		random_bytes(b, 8);
+	while (memcmp(b, "\0\0\0\0\0\0\0\0", 8) == 0);
+	for (i = 0; i < 8; i++) {
+		id[2 * i] = hex[b[i] >> 4];
+		id[2 * i + 1] = hex[b[i] & 15];
+	}
+	id[16] = '\0';
+	if (jobq_trace_valid(parent)) {
+		snprintf(out, JOBQ_TRACE_LEN + 1, "00-%.32s-%s-%.2s",
+		    parent + 3, id, parent + 53);
+		return;
+	}
+	memcpy(out, "00-", 3);
+	do
+		random_bytes(b, 16);
+	while (memcmp(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16) == 0);
+	for (i = 0; i < 16; i++) {
+		out[3 + 2 * i] = hex[b[i] >> 4];
+		out[3 + 2 * i + 1] = hex[b[i] & 15];
+	}
+	snprintf(out + 35, JOBQ_TRACE_LEN + 1 - 35, "-%s-01", id);
 }
 
 /* Whether s matches [A-Za-z0-9][A-Za-z0-9._-]{0,63}. */

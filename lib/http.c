@@ -168,6 +168,18 @@ header(const char *name, size_t nlen, const char *v, size_t vlen,
 			return jobq_errf(err, 400, "Content-Type too long");
 		memcpy(req->content_type, v, vlen);
 		req->content_type[vlen] = '\0';
+	} else if (token_is(name, nlen, "traceparent")) {
+		/*
+		 * The W3C's rule: one that is not valid, or more than one,
+		 * is ignored, and the request starts a trace of its own.
+		 */
+		*req->trace = '\0';
+		if (++req->traces == 1 && vlen == JOBQ_TRACE_LEN) {
+			memcpy(req->trace, v, vlen);
+			req->trace[vlen] = '\0';
+			if (!jobq_trace_valid(req->trace))
+				*req->trace = '\0';
+		}
 	}
 	return 0;
 }

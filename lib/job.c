@@ -199,6 +199,8 @@ jobq_job_encode(const struct jobq_job *job)
 		json_object_object_add(m, "timeout",
 		    json_object_new_int(job->timeout));
 	add_str(m, "submitted_at", job->submitted_at);
+	if (*job->trace != '\0')
+		add_str(m, "traceparent", job->trace);
 	s = strdup(jobq_json_str(m));
 	json_object_put(m);
 	return s;
@@ -246,7 +248,7 @@ int
 jobq_job_decode(const void *body, size_t len, struct jobq_job *job,
     struct jobq_err *err)
 {
-	json_object	*m, *payload;
+	json_object	*m, *payload, *trace;
 	int		 rc = -1;
 
 	memset(job, 0, sizeof(*job));
@@ -270,6 +272,11 @@ jobq_job_decode(const void *body, size_t len, struct jobq_job *job,
 		goto out;
 	if (json_object_object_get_ex(m, "payload", &payload))
 		job->payload = json_object_get(payload);
+	/* A trace that is not valid is no reason to lose a job. */
+	if (json_object_object_get_ex(m, "traceparent", &trace) &&
+	    json_object_is_type(trace, json_type_string) &&
+	    jobq_trace_valid(json_object_get_string(trace)))
+		strcpy(job->trace, json_object_get_string(trace));
 	rc = 0;
 out:
 	json_object_put(m);
@@ -312,6 +319,8 @@ jobq_result_object(const struct jobq_result *r)
 	add_str(m, "started_at", r->started_at);
 	add_str(m, "finished_at", *r->finished_at != '\0' ?
 	    r->finished_at : NULL);
+	if (*r->trace != '\0')
+		add_str(m, "traceparent", r->trace);
 	return m;
 }
 
@@ -360,6 +369,24 @@ status_member(json_object *m, char status[16], struct jobq_err *err)
 		return jobq_errf(err, EX_DATAERR, "member \"status\": "
 		    "\"%.32s\" is not a status known here", s);
 	strcpy(status, s);
+	return 0;
+}
+
+/* Read a traceparent that may be missing or null. */
+static int
+trace_member(json_object *m, char out[JOBQ_TRACE_LEN + 1],
+    struct jobq_err *err)
+{
+	json_object	*v;
+
+	*out = '\0';
+	if (!json_object_object_get_ex(m, "traceparent", &v) || v == NULL)
+		return 0;
+	if (!json_object_is_type(v, json_type_string) ||
+	    !jobq_trace_valid(json_object_get_string(v)))
+		return jobq_errf(err, EX_DATAERR, "member \"traceparent\": "
+		    "not a W3C traceparent");
+	strcpy(out, json_object_get_string(v));
 	return 0;
 }
 
@@ -413,6 +440,8 @@ jobq_result_decode(const void *body, size_t len, struct jobq_result *r,
 			    "missing");
 		goto out;
 	}
+	if (trace_member(m, r->trace, err) == -1)
+		goto out;
 	json_object_object_get_ex(m, "result", &result);
 	if (jobq_json_has_nul(result)) {
 		jobq_errf(err, EX_DATAERR, "member \"result\": holds a NUL "

@@ -38,6 +38,7 @@
 #define JOBQ_UUID_LEN		36
 #define JOBQ_TYPE_MAX		64
 #define JOBQ_TIME_LEN		27	/* 2006-01-02T15:04:05.000000Z */
+#define JOBQ_TRACE_LEN		55	/* a traceparent: 00-{32}-{16}-01 */
 #define JOBQ_TIME_MAX		40	/* the longest time read */
 #define JOBQ_MAX_ATTEMPTS	1000
 #define JOBQ_DEFAULT_ATTEMPTS	5	/* of a job that names none */
@@ -74,6 +75,7 @@ struct jobq_pub {
 	const char	*type;		/* type, or NULL */
 	const char	*content_type;	/* NULL: application/json */
 	amqp_table_t	 headers;	/* no entries: no headers */
+	const char	*trace;		/* the traceparent header, or NULL */
 };
 
 /* The headers of a message being built; see jobq_header_str(). */
@@ -101,6 +103,7 @@ struct jobq_job {
 	int		 max_attempts;	/* 0: not given */
 	int		 timeout;	/* seconds; 0: not given */
 	char		 submitted_at[JOBQ_TIME_MAX + 1];
+	char		 trace[JOBQ_TRACE_LEN + 1];	/* "": none */
 };
 
 /* A result as it travels on the result queue. */
@@ -115,6 +118,7 @@ struct jobq_result {
 	char		 submitted_at[JOBQ_TIME_MAX + 1];
 	char		 started_at[JOBQ_TIME_MAX + 1];
 	char		 finished_at[JOBQ_TIME_MAX + 1];
+	char		 trace[JOBQ_TRACE_LEN + 1];	/* "": none */
 };
 
 /* A reader of a stream of JSON documents; see jobq_reader_next(). */
@@ -156,6 +160,8 @@ struct jobq_http_req {
 	long long	 content_length;	/* -1: none */
 	char		 authorization[1100];
 	char		 content_type[128];
+	char		 trace[JOBQ_TRACE_LEN + 1];	/* "": none valid */
+	int		 traces;	/* traceparent headers seen */
 };
 
 /* Counts from the jobs table; see jobq_db_stats(). */
@@ -196,6 +202,8 @@ int	 jobq_opt_number(int, const char *, long, long, const char *, long *,
 int	 jobq_config_check(const struct jobq_config *, struct jobq_err *);
 int	 jobq_uuid_canon(const char *, char [JOBQ_UUID_LEN + 1]);
 void	 jobq_uuid_new(char [JOBQ_UUID_LEN + 1]);
+int	 jobq_trace_valid(const char *);
+void	 jobq_trace_new(char [JOBQ_TRACE_LEN + 1], const char *);
 int	 jobq_type_valid(const char *);
 int	 jobq_hex_digit(int);
 int	 jobq_health(const char *, int, time_t *, struct jobq_err *);
@@ -248,7 +256,7 @@ int	 jobq_amqp_declare_retry(amqp_connection_state_t,
 	    struct jobq_err *);
 int	 jobq_amqp_publish(amqp_connection_state_t, const char *,
 	    const char *, int, const char *, const char *, const char *,
-	    size_t, struct jobq_err *);
+	    const char *, size_t, struct jobq_err *);
 int	 jobq_amqp_send(amqp_connection_state_t, const struct jobq_pub *,
 	    const void *, size_t, struct jobq_err *);
 void	 jobq_header_str(struct jobq_headers *, const char *, const char *);

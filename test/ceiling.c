@@ -138,8 +138,8 @@ publish(const char *queue, long n, long size)
 		if (sent - confirmed >= WINDOW)
 			confirmed = confirms(conn, confirmed,
 			    confirmed + 1, 1);
-		if (jobq_amqp_publish(conn, "", queue, 1, NULL, NULL, body,
-		    (size_t)size, &err) == -1)
+		if (jobq_amqp_publish(conn, "", queue, 1, NULL, NULL, NULL,
+		    body, (size_t)size, &err) == -1)
 			fail("publish", &err);
 		sent++;
 		confirmed = confirms(conn, confirmed, sent, 0);
@@ -177,7 +177,7 @@ consume(const char *queue, long n, const char *relay)
 		} else if (ev.kind == JOBQ_EV_DELIVERY) {
 			tags[++got] = ev.tag;
 			if (relay != NULL && jobq_amqp_publish(conn, "", relay,
-			    1, NULL, NULL, ev.body.bytes, ev.body.len,
+			    1, NULL, NULL, NULL, ev.body.bytes, ev.body.len,
 			    &err) == -1)
 				fail("relay", &err);
 			if (relay == NULL && (got % ACK_EVERY == 0 ||
@@ -267,7 +267,7 @@ each(const char *queue, long n)
 	uint64_t		 i;
 
 	for (i = 1; i <= (uint64_t)n; i++) {
-		if (jobq_amqp_publish(conn, "", queue, 1, NULL, NULL,
+		if (jobq_amqp_publish(conn, "", queue, 1, NULL, NULL, NULL,
 		    "{\"type\":\"x\"}", 12, &err) == -1)
 			fail("publish", &err);
 		confirms(conn, i - 1, i, 1);

@@ -66,7 +66,7 @@ status_of() {
 	eventually has_finals 1
 	run cat "$JOBS/results.all"
 	assert_equal "${#lines[@]}" 2
-	assert_line --index 0 --regexp "^\{\"v\":1,\"id\":\"$id\",\"type\":\"x\",\"status\":\"running\",\"result\":null,\"error\":null,\"attempts\":1,\"worker\":\"[^\"]+\",\"submitted_at\":\"[^\"]+\",\"started_at\":\"[^\"]+\",\"finished_at\":null\}$"
+	assert_line --index 0 --regexp "^\{\"v\":1,\"id\":\"$id\",\"type\":\"x\",\"status\":\"running\",\"result\":null,\"error\":null,\"attempts\":1,\"worker\":\"[^\"]+\",\"submitted_at\":\"[^\"]+\",\"started_at\":\"[^\"]+\",\"finished_at\":null,\"traceparent\":\"00-[0-9a-f-]+\"\}$"
 	assert_line --index 1 --partial '"status":"succeeded"'
 	# Both tell one start.
 	s0=$(sed -n '1s/.*"started_at":"\([^"]*\)".*/\1/p' "$JOBS/results.all")

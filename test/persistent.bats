@@ -51,7 +51,7 @@ echo "{\"status\":\"succeeded\",\"result\":null}"'
 	eventually has_finals 1
 	id=$(cat "$JOBS/ids")
 	run cat "$JOBS/requests"
-	assert_output "{\"id\":\"$id\",\"type\":\"t.1\",\"attempt\":1,\"payload\":{\"a\":[1,\"b\"]}}"
+	assert_output --regexp "^\\{\"id\":\"$id\",\"type\":\"t.1\",\"attempt\":1,\"traceparent\":\"00-[0-9a-f]{32}-[0-9a-f]{16}-01\",\"payload\":\\{\"a\":\\[1,\"b\"\\]\\}\\}\$"
 }
 
 @test "persistent: the example echo-persistent gives the payload back" {

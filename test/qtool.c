@@ -5,9 +5,10 @@
  *	qtool get QUEUE		take one message: a line of properties and
  *				headers, then the body; exit 1 when the
  *				queue is empty
- *	qtool put QUEUE BODY [TYPE]
+ *	qtool put QUEUE BODY [TYPE [TRACE]]
  *				publish BODY as is, persistent, confirmed,
  *				with content type TYPE (application/json)
+ *				and the header traceparent TRACE
  *	qtool delete QUEUE	delete a queue
  *
  * The broker is the one JOBQ_AMQP_URL names.  Queues are looked at
@@ -117,7 +118,7 @@ get(amqp_connection_state_t conn, const char *queue)
 
 static void
 put(amqp_connection_state_t conn, const char *queue, const char *body,
-    const char *content_type)
+    const char *content_type, const char *trace)
 {
 	struct jobq_event	 ev = { 0 };
 	struct jobq_err		 err;
@@ -128,6 +129,7 @@ put(amqp_connection_state_t conn, const char *queue, const char *body,
 	pub.mandatory = 1;
 	pub.id = pub.type = "qtool";
 	pub.content_type = content_type;
+	pub.trace = trace;
 	if (jobq_amqp_confirms(conn, &err) == -1)
 		fail("confirms", &err);
 	if (jobq_amqp_send(conn, &pub, body, strlen(body), &err) == -1)
@@ -159,10 +161,10 @@ main(int argc, char *argv[])
 	struct jobq_err		 err;
 	int			 rc = 0;
 
-	if (argc < 3 || (strcmp(argv[1], "put") == 0) != (argc == 4 ||
-	    argc == 5)) {
+	if (argc < 3 || (strcmp(argv[1], "put") == 0) != (argc >= 4 &&
+	    argc <= 6)) {
 		fprintf(stderr, "usage: qtool depth|get|delete QUEUE | "
-		    "qtool put QUEUE BODY [TYPE]\n");
+		    "qtool put QUEUE BODY [TYPE [TRACE]]\n");
 		return 64;
 	}
 	jobq_config_init(&cfg);
@@ -173,7 +175,8 @@ main(int argc, char *argv[])
 	else if (strcmp(argv[1], "get") == 0)
 		rc = get(conn, argv[2]);
 	else if (strcmp(argv[1], "put") == 0)
-		put(conn, argv[2], argv[3], argc == 5 ? argv[4] : NULL);
+		put(conn, argv[2], argv[3], argc >= 5 ? argv[4] : NULL,
+		    argc == 6 ? argv[5] : NULL);
 	else if (strcmp(argv[1], "delete") == 0)
 		delete(conn, argv[2]);
 	else {

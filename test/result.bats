@@ -9,10 +9,11 @@ B=0b0b0b0b-0000-4000-8000-00000000000b
 # row ID STATUS: insert a row as jobq-store would have.
 row() {
 	sql "INSERT INTO jobs (id, type, status, result, error, attempts,
-	    worker, submitted_at, started_at, finished_at) VALUES ('$1', 't',
-	    '$2', '{\"k\": \"v/w\"}', NULL, 1, 'h:1',
+	    worker, submitted_at, started_at, finished_at, traceparent)
+	    VALUES ('$1', 't', '$2', '{\"k\": \"v/w\"}', NULL, 1, 'h:1',
 	    '2026-01-01 00:00:00.000001+00', '2026-01-01 00:00:01+00',
-	    '2026-01-01 00:00:02+00')"
+	    '2026-01-01 00:00:02+00',
+	    '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')"
 }
 
 @test "jobq-result: prints a stored row as one JSON line" {
@@ -20,7 +21,7 @@ row() {
 	row "$A" succeeded
 	run jobq-result "$A"
 	assert_success
-	assert_output --regexp "^\{\"id\":\"$A\",\"type\":\"t\",\"status\":\"succeeded\",\"result\":\{\"k\":\"v/w\"\},\"error\":null,\"attempts\":1,\"worker\":\"h:1\",\"submitted_at\":\"2026-01-01T00:00:00.000001Z\",\"started_at\":\"2026-01-01T00:00:01.000000Z\",\"finished_at\":\"2026-01-01T00:00:02.000000Z\",\"stored_at\":\"[0-9-]+T[0-9:]+\.[0-9]{6}Z\"\}$"
+	assert_output --regexp "^\{\"id\":\"$A\",\"type\":\"t\",\"status\":\"succeeded\",\"result\":\{\"k\":\"v/w\"\},\"error\":null,\"attempts\":1,\"worker\":\"h:1\",\"submitted_at\":\"2026-01-01T00:00:00.000001Z\",\"started_at\":\"2026-01-01T00:00:01.000000Z\",\"finished_at\":\"2026-01-01T00:00:02.000000Z\",\"stored_at\":\"[0-9-]+T[0-9:]+\.[0-9]{6}Z\",\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"\}$"
 }
 
 @test "jobq-result: rows come in the order of the arguments" {

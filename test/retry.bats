@@ -49,7 +49,7 @@ echo "not yet" >&2; exit 75'
 	run results
 	assert_output --partial '"status":"failed","result":null,"error":"exit status 65: no such image","attempts":1'
 	run qtool get "$JOBQ_DEAD_QUEUE"
-	assert_line --index 0 --regexp "message_id=$id .*type=x .*x-jobq-reason=exit status 65: no such image x-jobq-queue=$JOBQ_JOB_QUEUE x-jobq-worker=[^ ]+ x-jobq-failed-at=[0-9TZ:.-]+ x-jobq-attempts=1\$"
+	assert_line --index 0 --regexp "message_id=$id .*type=x .*x-jobq-reason=exit status 65: no such image x-jobq-queue=$JOBQ_JOB_QUEUE x-jobq-worker=[^ ]+ x-jobq-failed-at=[0-9TZ:.-]+ x-jobq-attempts=1 traceparent=00-[0-9a-f-]+\$"
 	assert_line --index 1 --partial "\"id\":\"$id\",\"type\":\"x\",\"payload\":[1],\"attempt\":1"
 	assert_equal "$(depth "$JOBQ_JOB_QUEUE.delay.1s")" 0
 }

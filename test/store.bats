@@ -334,6 +334,20 @@ running() {
 	assert_equal "$(sql "SELECT count(*) FROM jobs")" 0
 }
 
+@test "jobq-store: a result's traceparent is stored; one not valid is refused" {
+	start_store
+	t=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 1 null |
+	    sed "s/}\$/,\"traceparent\":\"$t\"}/")"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" succeeded 2 null |
+	    sed 's/3b7e/4b7e/; s/}$/,"traceparent":"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}/')"
+	eventually stored 1
+	assert_equal "$(sql "SELECT traceparent FROM jobs")" "$t"
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=not a result: member "traceparent": not a W3C traceparent'
+}
+
 @test "jobq-store: it comes back after the broker closed its connection" {
 	start_store -f "$JOBS/health"
 	eventually test -e "$JOBS/health"

@@ -50,8 +50,9 @@ broker_ctl() {
 
 	run qtool get "$JOBQ_JOB_QUEUE"
 	assert_success
-	assert_line --index 0 "routing_key=echo message_id=$id \
-content_type=application/json type=echo delivery_mode=2"
+	assert_line --index 0 --regexp "^routing_key=echo message_id=$id \
+content_type=application/json type=echo delivery_mode=2 \
+traceparent=00-[0-9a-f]{32}-[0-9a-f]{16}-01\$"
 }
 
 @test "jobq-submit: the job message holds the job, attempt 1, a time" {

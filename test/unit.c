@@ -1022,6 +1022,44 @@ test_uuid_new(void)
 	check(distinct, "uuid_new: 1000 in a row are all different");
 }
 
+#define TRACE	"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+static void
+test_trace(void)
+{
+	char	 a[JOBQ_TRACE_LEN + 1], b[JOBQ_TRACE_LEN + 1];
+
+	check(jobq_trace_valid(TRACE), "trace_valid: a traceparent");
+	check(!jobq_trace_valid(NULL) && !jobq_trace_valid("") &&
+	    !jobq_trace_valid(TRACE "0") &&
+	    !jobq_trace_valid("00-4BF92F3577B34DA6A3CE929D0E0E4736-"
+	    "00f067aa0ba902b7-01") &&
+	    !jobq_trace_valid("01-4bf92f3577b34da6a3ce929d0e0e4736-"
+	    "00f067aa0ba902b7-01") &&
+	    !jobq_trace_valid("00-00000000000000000000000000000000-"
+	    "00f067aa0ba902b7-01") &&
+	    !jobq_trace_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-"
+	    "0000000000000000-01") &&
+	    !jobq_trace_valid("00-4bf92f3577b34da6a3ce929d0e0e4736_"
+	    "00f067aa0ba902b7-01") &&
+	    !jobq_trace_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-"
+	    "00f067aa0ba902b7-0g"),
+	    "trace_valid: uppercase, other versions, zero ids, bad "
+	    "separators and lengths refused");
+	jobq_trace_new(a, TRACE);
+	check(jobq_trace_valid(a) && strncmp(a, TRACE, 36) == 0 &&
+	    strcmp(a + 52, "-01") == 0 && strncmp(a + 36, TRACE + 36, 16) != 0,
+	    "trace_new: under a parent, its trace and flags, an id of its own");
+	jobq_trace_new(b, "00-4bf92f3577b34da6a3ce929d0e0e4736-"
+	    "00f067aa0ba902b7-00");
+	check(strcmp(b + 52, "-00") == 0, "trace_new: flags are kept");
+	jobq_trace_new(a, "garbage");
+	jobq_trace_new(b, NULL);
+	check(jobq_trace_valid(a) && jobq_trace_valid(b) &&
+	    strncmp(a, b, 35) != 0 && strcmp(a + 52, "-01") == 0,
+	    "trace_new: without a valid parent, a new sampled trace");
+}
+
 static void
 test_q(void)
 {
@@ -1252,6 +1290,7 @@ main(void)
 	test_now();
 	test_uuid_type();
 	test_uuid_new();
+	test_trace();
 	test_q();
 	test_http_head();
 	test_http_chunked();
