@@ -15,6 +15,10 @@
 
 #include "jobq.h"
 
+#define LIST_LIMIT	100	/* rows that -l prints unless -M says */
+#define LIST_MAX	1000000
+#define EXPIRE_BATCH	1000	/* rows that -X removes per transaction */
+
 static const char	*progname = "jobq-result";
 
 static void
@@ -23,7 +27,10 @@ usage(int status)
 	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
 	FILE	*f = status == 0 ? stdout : stderr;
 
-	fprintf(f, "usage: %s [-hVw] [-d conninfo] [-t seconds] id ...\n",
+	fprintf(f, "usage: %s [-hVw] [-d conninfo] [-t seconds] id ...\n"
+	    "       %s -l [-d conninfo] [-k status] [-M rows] [-N seconds] "
+	    "[-y type]\n"
+	    "       %s -X seconds [-d conninfo]\n", progname, progname,
 	    progname);
 	exit(status);
 }
@@ -169,38 +176,144 @@ print_rows(char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows, size_t n)
 	return missing ? EX_TEMPFAIL : rc;
 }
 
+/* 0 once the standard output is written out, else EX_IOERR. */
+static int
+flushed(void)
+{
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "%s: stdout: %s\n", progname, strerror(errno));
+		return EX_IOERR;
+	}
+	return 0;
+}
+
+/* Print a listed row, and let it go. */
+static void
+print_listed(json_object *row, void *arg)
+{
+	(void)arg;
+	printf("%s\n", jobq_json_str(row));
+	json_object_put(row);
+}
+
+/* What the filters of -l ask for, and the age of -X. */
+struct query {
+	const char	*status;	/* -k, or NULL */
+	const char	*type;		/* -y, or NULL */
+	long		 within;	/* -N seconds, or 0 */
+	long		 limit;		/* -M */
+	long		 age;		/* -X seconds, or 0 */
+};
+
+/* List the rows that match, newest first. */
+static int
+list(PGconn *db, const struct query *q)
+{
+	struct jobq_err	 err;
+
+	if (jobq_db_list(db, q->status, q->type, q->within, q->limit,
+	    print_listed, NULL, &err) == -1)
+		die(&err);
+	return flushed();
+}
+
+/* Remove the final rows older than -X, and print how many went. */
+static int
+expire(PGconn *db, const struct query *q)
+{
+	struct jobq_err	 err;
+	long long	 removed;
+	int		 rc;
+
+	rc = jobq_db_expire(db, q->age, EXPIRE_BATCH, &removed, &err);
+	printf("%lld\n", removed);
+	if (rc == -1)
+		die(&err);
+	return flushed();
+}
+
+/* A number option, or a usage error that names it. */
+static long
+number(int c, long min, long max, const char *unit)
+{
+	struct jobq_err	 err;
+	long		 v;
+
+	if (jobq_opt_number(c, optarg, min, max, unit, &v, &err) == -1) {
+		fprintf(stderr, "%s: %s\n", progname, err.msg);
+		usage(EX_USAGE);
+	}
+	return v;
+}
+
+/* A usage error that says why. */
+static void
+misuse(const char *why)
+{
+	fprintf(stderr, "%s: %s\n", progname, why);
+	usage(EX_USAGE);
+}
+
 int
 main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
 		{ "database",	required_argument,	NULL, 'd' },
 		{ "help",	no_argument,		NULL, 'h' },
+		{ "state",	required_argument,	NULL, 'k' },
+		{ "list",	no_argument,		NULL, 'l' },
+		{ "max-rows",	required_argument,	NULL, 'M' },
+		{ "within",	required_argument,	NULL, 'N' },
 		{ "timeout",	required_argument,	NULL, 't' },
 		{ "version",	no_argument,		NULL, 'V' },
 		{ "wait",	no_argument,		NULL, 'w' },
+		{ "expire",	required_argument,	NULL, 'X' },
+		{ "type",	required_argument,	NULL, 'y' },
 		{ NULL,		0,			NULL, 0 }
 	};
 	struct jobq_config	 cfg;
 	struct jobq_err		 err;
+	struct query		 q = { .limit = LIST_LIMIT };
 	char			(*ids)[JOBQ_UUID_LEN + 1];
 	json_object		**rows;
 	PGconn			*db;
 	size_t			 n, i;
 	long			 timeout = 0;
-	int			 c, wait = 0, rc;
+	int			 c, wait = 0, listing = 0, filters = 0, rc;
 
 	jobq_config_init(&cfg);
-	while ((c = getopt_long(argc, argv, "d:ht:Vw", longopts, NULL)) != -1)
+	while ((c = getopt_long(argc, argv, "d:hk:lM:N:t:VwX:y:", longopts,
+	    NULL)) != -1)
 		switch (c) {
 		case 'd':
 			jobq_config_option(&cfg, c, optarg, &err);
 			break;
-		case 't':
-			if (jobq_opt_number(c, optarg, 1, JOBQ_MAX_TIMEOUT,
-			    "seconds", &timeout, &err) == -1) {
-				fprintf(stderr, "%s: %s\n", progname, err.msg);
+		case 'k':
+			for (i = 0; i < JOBQ_STATUSES; i++)
+				if (strcmp(optarg, jobq_statuses[i]) == 0)
+					break;
+			if (i == JOBQ_STATUSES) {
+				fprintf(stderr, "%s: -k %s: not a status: "
+				    "queued, running, retrying, failed or "
+				    "succeeded\n", progname, optarg);
 				usage(EX_USAGE);
 			}
+			q.status = optarg;
+			filters = 1;
+			break;
+		case 'l':
+			listing = 1;
+			break;
+		case 'M':
+			q.limit = number(c, 1, LIST_MAX, NULL);
+			filters = 1;
+			break;
+		case 'N':
+			q.within = number(c, 1, 100L * 366 * 86400, "seconds");
+			filters = 1;
+			break;
+		case 't':
+			timeout = number(c, 1, JOBQ_MAX_TIMEOUT, "seconds");
 			wait = 1;
 			break;
 		case 'V':
@@ -208,6 +321,18 @@ main(int argc, char *argv[])
 			return 0;
 		case 'w':
 			wait = 1;
+			break;
+		case 'X':
+			q.age = number(c, 1, 100L * 366 * 86400, "seconds");
+			break;
+		case 'y':
+			if (!jobq_type_valid(optarg)) {
+				fprintf(stderr, "%s: -y %s: not a job type\n",
+				    progname, optarg);
+				usage(EX_USAGE);
+			}
+			q.type = optarg;
+			filters = 1;
 			break;
 		case 'h':
 			usage(0);
@@ -217,8 +342,22 @@ main(int argc, char *argv[])
 		}
 	argc -= optind;
 	argv += optind;
-	if (argc == 0)
+	if (listing + (q.age > 0) + (argc > 0) > 1)
+		misuse("give ids, -l or -X, one of them");
+	if (filters && !listing)
+		misuse("-k, -M, -N and -y go with -l");
+	if (wait && argc == 0)
+		misuse(listing || q.age > 0 ? "-w and -t go with ids" :
+		    "give ids, -l or -X");
+	if (!listing && q.age == 0 && argc == 0)
 		usage(EX_USAGE);
+	if (listing || q.age > 0) {
+		if ((db = jobq_db_open(cfg.db_conninfo, &err)) == NULL)
+			die(&err);
+		rc = listing ? list(db, &q) : expire(db, &q);
+		PQfinish(db);
+		return rc;
+	}
 
 	n = (size_t)argc;
 	if ((ids = calloc(n, sizeof(*ids))) == NULL ||

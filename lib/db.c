@@ -16,11 +16,32 @@
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', " \
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
+/* The columns of a row as jobq-result prints it; see row_object(). */
+#define ROW_COLUMNS \
+	"SELECT id::text, type, status, result::text, error, attempts, " \
+	"worker, " TS("submitted_at") ", " TS("started_at") ", " \
+	TS("finished_at") ", " TS("stored_at") ", traceparent FROM jobs "
+
 static const char fetch_sql[] =
-	"SELECT id::text, type, status, result::text, error, attempts, "
-	"worker, " TS("submitted_at") ", " TS("started_at") ", "
-	TS("finished_at") ", " TS("stored_at") ", traceparent "
-	"FROM jobs WHERE id = ANY($1::uuid[])";
+	ROW_COLUMNS "WHERE id = ANY($1::uuid[])";
+
+/* Any of the filters may be null, which lets every row through. */
+static const char list_sql[] =
+	ROW_COLUMNS "WHERE ($1::text IS NULL OR status = $1) "
+	"AND ($2::text IS NULL OR type = $2) "
+	"AND ($3::float8 IS NULL OR "
+	"submitted_at > now() - make_interval(secs => $3)) "
+	"ORDER BY submitted_at DESC, id LIMIT $4";
+
+/*
+ * One batch of final rows that ended before the age given: a short
+ * transaction of its own, which locks only the rows it removes.
+ */
+static const char expire_sql[] =
+	"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+	"WHERE finished_at < now() - make_interval(secs => $1) "
+	"AND status IN ('succeeded', 'failed') "
+	"ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 /*
  * Of several results for one job, the row keeps the one with the most
@@ -220,6 +241,73 @@ out:
 	PQclear(res);
 	free(array);
 	return rc;
+}
+
+/*
+ * Call each for the rows that match: of the status and the type given,
+ * unless NULL, submitted in the last within_s seconds, unless 0, the
+ * newest first, at most limit of them.  each owns the row it gets.
+ */
+int
+jobq_db_list(PGconn *conn, const char *status, const char *type,
+    long within_s, long limit, void (*each)(json_object *, void *),
+    void *arg, struct jobq_err *err)
+{
+	PGresult	*res;
+	const char	*params[4];
+	char		 within[32], max[32];
+	int		 row;
+
+	snprintf(within, sizeof(within), "%ld", within_s);
+	snprintf(max, sizeof(max), "%ld", limit);
+	params[0] = status;
+	params[1] = type;
+	params[2] = within_s > 0 ? within : NULL;
+	params[3] = max;
+	res = PQexecParams(conn, list_sql, 4, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_err(conn, res, "list jobs", err);
+		PQclear(res);
+		return -1;
+	}
+	for (row = 0; row < PQntuples(res); row++)
+		each(row_object(res, row), arg);
+	PQclear(res);
+	return 0;
+}
+
+/*
+ * Remove the final rows of jobs that ended more than age_s seconds ago,
+ * batch rows at a time, each batch committed on its own, so that no
+ * lock is held for long.  *removed counts them, also on an error.
+ */
+int
+jobq_db_expire(PGconn *conn, long age_s, long batch, long long *removed,
+    struct jobq_err *err)
+{
+	PGresult	*res;
+	const char	*params[2];
+	char		 age[32], max[32];
+	long long	 n;
+
+	snprintf(age, sizeof(age), "%ld", age_s);
+	snprintf(max, sizeof(max), "%ld", batch);
+	params[0] = age;
+	params[1] = max;
+	*removed = 0;
+	do {
+		res = PQexecParams(conn, expire_sql, 2, NULL, params, NULL,
+		    NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			db_err(conn, res, "remove old jobs", err);
+			PQclear(res);
+			return -1;
+		}
+		n = strtoll(PQcmdTuples(res), NULL, 10);
+		*removed += n;
+		PQclear(res);
+	} while (n == batch);
+	return 0;
 }
 
 /* Make the statement that stores batches ready on a connection. */

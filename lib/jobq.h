@@ -294,6 +294,9 @@ int	 jobq_secret_equal(const char *, const char *);
 PGconn	*jobq_db_open(const char *, struct jobq_err *);
 int	 jobq_db_fetch(PGconn *, char (*)[JOBQ_UUID_LEN + 1], size_t,
 	    json_object **, struct jobq_err *);
+int	 jobq_db_list(PGconn *, const char *, const char *, long, long,
+	    void (*)(json_object *, void *), void *, struct jobq_err *);
+int	 jobq_db_expire(PGconn *, long, long, long long *, struct jobq_err *);
 int	 jobq_db_prepare_store(PGconn *, struct jobq_err *);
 int	 jobq_db_store_send(PGconn *, const char *, struct jobq_err *);
 int	 jobq_db_store_done(PGconn *);
