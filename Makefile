@@ -34,13 +34,13 @@ BUILD_CC =	$(BUILD_CC_$(SAN))
 BUILD_CFLAGS =	$(JOBQ_CFLAGS) $(CFLAGS) $(SAN_FLAGS)
 
 TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result \
-		jobq-httpd jobq-dead
+		jobq-httpd jobq-dead jobq-stat
 BINS =		$(TOOLS:%=bin/%)
 LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/http.o lib/job.o lib/json.o
 LIB =		lib/libjobq.a
 MANS1 =		man/jobq-migrate.1 man/jobq-submit.1 man/jobq-work.1 \
 		man/jobq-store.1 man/jobq-result.1 man/jobq-stack.1 \
-		man/jobq-dead.1
+		man/jobq-dead.1 man/jobq-stat.1
 MANS =		man/jobq.7 man/jobq-httpd.8 $(MANS1)
 HANDLERS =	handlers/echo handlers/echo-persistent handlers/fail \
 		handlers/sha256 handlers/sleep

@@ -449,3 +449,38 @@ jobq_db_stats(PGconn *conn, int window, struct jobq_stats *st,
 	PQclear(res);
 	return 0;
 }
+
+/*
+ * Count the rows of each status, and of them those that reached it, or
+ * were last written, in the last window seconds.
+ */
+int
+jobq_db_rates(PGconn *conn, int window, struct jobq_rates *r,
+    struct jobq_err *err)
+{
+	PGresult	*res;
+	char		 secs[32];
+	const char	*params[1] = { secs };
+	int		 row, i;
+
+	memset(r, 0, sizeof(*r));
+	snprintf(secs, sizeof(secs), "%d", window);
+	res = PQexecParams(conn, "SELECT status, count(*), count(*) FILTER "
+	    "(WHERE stored_at > now() - make_interval(secs => $1)) "
+	    "FROM jobs GROUP BY status", 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_err(conn, res, "count jobs", err);
+		PQclear(res);
+		return -1;
+	}
+	for (row = 0; row < PQntuples(res); row++)
+		for (i = 0; i < JOBQ_STATUSES; i++)
+			if (strcmp(PQgetvalue(res, row, 0),
+			    jobq_statuses[i]) == 0) {
+				r->by_status[i] = atoll(PQgetvalue(res, row,
+				    1));
+				r->recent[i] = atoll(PQgetvalue(res, row, 2));
+			}
+	PQclear(res);
+	return 0;
+}

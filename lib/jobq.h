@@ -177,6 +177,12 @@ struct jobq_stats {
 	double		 sum;			/* seconds */
 };
 
+/* Rows of each status, and those written in a recent window. */
+struct jobq_rates {
+	long long	 by_status[JOBQ_STATUSES];
+	long long	 recent[JOBQ_STATUSES];
+};
+
 enum jobq_level { JOBQ_ERROR, JOBQ_WARN, JOBQ_INFO, JOBQ_DEBUG };
 
 /* err.c: errors, logging, numbers, time and small string helpers */
@@ -303,5 +309,6 @@ int	 jobq_db_store_done(PGconn *);
 int	 jobq_db_store_wait(PGconn *, long *, struct jobq_err *);
 int	 jobq_db_store(PGconn *, const char *, long *, struct jobq_err *);
 int	 jobq_db_stats(PGconn *, int, struct jobq_stats *, struct jobq_err *);
+int	 jobq_db_rates(PGconn *, int, struct jobq_rates *, struct jobq_err *);
 
 #endif
