@@ -29,14 +29,16 @@ struct queue_stat {
 	long		 ready, consumers;
 };
 
+#define ERR_LEN		sizeof(((struct jobq_err *)0)->msg)
+
 struct stat_look {
 	char			 at[JOBQ_TIME_LEN + 1];
 	struct queue_stat	 q[NQUEUES];
 	int			 broker_ok;
-	char			 broker_err[sizeof(((struct jobq_err *)0)->msg)];
+	char			 broker_err[ERR_LEN];
 	struct jobq_rates	 rates;
 	int			 db_ok;
-	char			 db_err[sizeof(((struct jobq_err *)0)->msg)];
+	char			 db_err[ERR_LEN];
 };
 
 struct monitor {

@@ -80,7 +80,7 @@ struct run {
 	char		 started_at[JOBQ_TIME_LEN + 1];
 	struct timespec	 t0;
 	long		 deadline;	/* of jobq_now_ms(); 0: none */
-	long		 report_at;	/* of jobq_now_ms(); 0: said, or never */
+	long		 report_at;	/* of jobq_now_ms(); 0: said or never */
 	int		 killed;	/* 1: SIGTERM sent, 2: SIGKILL */
 	int		 timed_out;
 	time_t		 reaped_at;
@@ -1342,8 +1342,9 @@ retry_job(struct worker *w, struct run *r, const char *error)
 {
 	struct jobq_headers	 h = { .n = 0 };
 	int			 i = retry_step(w, r->job.attempt);
-	char			*body = job_message(&r->job, r->job.attempt + 1);
+	char			*body;
 
+	body = job_message(&r->job, r->job.attempt + 1);
 	jobq_header_int(&h, JOBQ_H_DUE, jobq_wall_ms() + w->steps[i] * 1000L);
 	if (send_to(w, r->tag, w->retry_queue[i], r->job.id, r->job.type,
 	    r->job.trace, &h, NULL, body, strlen(body)) == 0)
@@ -2155,7 +2156,8 @@ options(struct worker *w, int argc, char *argv[])
 	int		 c;
 
 	while ((c = getopt_long(argc, argv,
-	    "+a:B:C:c:D:E:e:f:g:hJj:pq:R:r:S:s:t:U:u:Vx:", longopts, NULL)) != -1)
+	    "+a:B:C:c:D:E:e:f:g:hJj:pq:R:r:S:s:t:U:u:Vx:", longopts,
+	    NULL)) != -1)
 		switch (c) {
 		case 'a':
 			w->max_attempts = number(c, 1, JOBQ_MAX_ATTEMPTS, NULL);

@@ -1027,7 +1027,8 @@ test_uuid_new(void)
 static void
 test_trace(void)
 {
-	char	 a[JOBQ_TRACE_LEN + 1], b[JOBQ_TRACE_LEN + 1];
+	static const char	 parent[] = TRACE;
+	char			 a[JOBQ_TRACE_LEN + 1], b[JOBQ_TRACE_LEN + 1];
 
 	check(jobq_trace_valid(TRACE), "trace_valid: a traceparent");
 	check(!jobq_trace_valid(NULL) && !jobq_trace_valid("") &&
@@ -1046,9 +1047,9 @@ test_trace(void)
 	    "00f067aa0ba902b7-0g"),
 	    "trace_valid: uppercase, other versions, zero ids, bad "
 	    "separators and lengths refused");
-	jobq_trace_new(a, TRACE);
-	check(jobq_trace_valid(a) && strncmp(a, TRACE, 36) == 0 &&
-	    strcmp(a + 52, "-01") == 0 && strncmp(a + 36, TRACE + 36, 16) != 0,
+	jobq_trace_new(a, parent);
+	check(jobq_trace_valid(a) && strncmp(a, parent, 36) == 0 &&
+	    strcmp(a + 52, "-01") == 0 && strncmp(a + 36, parent + 36, 16) != 0,
 	    "trace_new: under a parent, its trace and flags, an id of its own");
 	jobq_trace_new(b, "00-4bf92f3577b34da6a3ce929d0e0e4736-"
 	    "00f067aa0ba902b7-00");
