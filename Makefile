@@ -72,6 +72,14 @@ lib/build.flags: FORCE
 
 bin/jobq-migrate: lib/paths.h
 
+# The dashboard is plain HTML in lib/dashboard.html, which becomes the
+# text of a C string here.
+lib/dashboard.inc: lib/dashboard.html
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' \
+	    lib/dashboard.html >$@
+
+bin/jobq-httpd: lib/dashboard.inc
+
 bin/%: bin/%.c $(LIB) lib/jobq.h lib/build.flags
 	$(BUILD_CC) $(BUILD_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
 
@@ -132,6 +140,7 @@ uninstall:
 
 clean:
 	rm -f $(BINS) $(LIBOBJS) $(LIB) lib/paths.h lib/build.flags \
+	    lib/dashboard.inc \
 	    test/unit test/qtool test/ceiling $(FUZZERS)
 
 .PHONY: all bench check demo fuzz lint install uninstall clean FORCE

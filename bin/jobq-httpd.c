@@ -27,8 +27,16 @@
 
 #include "jobq.h"
 
+/* The dashboard: lib/dashboard.html, made a string by the Makefile. */
+static const char dashboard_html[] =
+#include "dashboard.inc"
+;
+
 #define CONFIRM_WAIT	10000	/* ms to wait for the broker's confirm */
 #define LATENCY_WINDOW	300	/* seconds of jobs in the latency metric */
+#define SERIES_WINDOW	600	/* seconds of the dashboard's chart */
+#define SERIES_STEP	10	/* seconds of each of its bars */
+#define FAILURES_SHOWN	10	/* recent failures on the dashboard */
 
 /* What a route answers. */
 struct response {
@@ -747,6 +755,148 @@ metrics(struct server *s, struct response *res)
 	res->body = text;
 }
 
+/* Add a row that jobq_db_list() found to an array. */
+static void
+add_row(json_object *row, void *array)
+{
+	json_object_array_add(array, row);
+}
+
+/* The queues' part of the overview; 0, or -1 when the broker failed. */
+static int
+overview_queues(struct server *s, json_object *o)
+{
+	const char	*names[] = { s->cfg.job_queue, s->cfg.result_queue,
+			    s->cfg.dead_queue };
+	struct jobq_err	 err;
+	json_object	*qs, *q;
+	long		 ready, consumers;
+	size_t		 i;
+
+	qs = json_object_new_array();
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (jobq_amqp_depth(s->amqp, names[i], &ready, &consumers,
+		    &err) == -1) {
+			broker_lost(s, &err);
+			json_object_put(qs);
+			return -1;
+		}
+		q = json_object_new_object();
+		json_object_object_add(q, "name",
+		    json_object_new_string(names[i]));
+		json_object_object_add(q, "ready", json_object_new_int64(ready));
+		json_object_object_add(q, "consumers",
+		    json_object_new_int64(consumers));
+		json_object_array_add(qs, q);
+	}
+	json_object_object_add(o, "queues", qs);
+	return 0;
+}
+
+/* The table's part of the overview; 0, or -1 when a query failed. */
+static int
+overview_jobs(struct server *s, json_object *o)
+{
+	struct jobq_rates	 rates;
+	struct jobq_stats	 st;
+	struct jobq_err		 err;
+	json_object		*js, *j, *lat, *bs, *b, *series, *fails;
+	char			 le[32];
+	int			 i;
+
+	if (jobq_db_rates(s->db, 60, &rates, &err) == -1 ||
+	    jobq_db_stats(s->db, LATENCY_WINDOW, &st, &err) == -1 ||
+	    (series = jobq_db_series(s->db, SERIES_WINDOW, SERIES_STEP,
+	    &err)) == NULL) {
+		jobq_log(JOBQ_ERROR, "database query failed", "err=%s",
+		    jobq_q(err.msg));
+		return -1;
+	}
+	fails = json_object_new_array();
+	if (jobq_db_list(s->db, "failed", NULL, 0, FAILURES_SHOWN, add_row,
+	    fails, &err) == -1) {
+		jobq_log(JOBQ_ERROR, "database query failed", "err=%s",
+		    jobq_q(err.msg));
+		json_object_put(series);
+		json_object_put(fails);
+		return -1;
+	}
+	js = json_object_new_object();
+	for (i = 0; i < JOBQ_STATUSES; i++) {
+		j = json_object_new_object();
+		json_object_object_add(j, "jobs",
+		    json_object_new_int64(rates.by_status[i]));
+		json_object_object_add(j, "last_minute",
+		    json_object_new_int64(rates.recent[i]));
+		json_object_object_add(js, jobq_statuses[i], j);
+	}
+	lat = json_object_new_object();
+	bs = json_object_new_array();
+	for (i = 0; i < JOBQ_BUCKETS; i++) {
+		/* As written, not 0.0050000000000000001. */
+		snprintf(le, sizeof(le), "%g", jobq_buckets[i]);
+		b = json_object_new_object();
+		json_object_object_add(b, "le",
+		    json_object_new_double_s(jobq_buckets[i], le));
+		json_object_object_add(b, "count",
+		    json_object_new_int64(st.le[i]));
+		json_object_array_add(bs, b);
+	}
+	json_object_object_add(lat, "count", json_object_new_int64(st.count));
+	json_object_object_add(lat, "sum", json_object_new_double(st.sum));
+	json_object_object_add(lat, "buckets", bs);
+	json_object_object_add(o, "jobs", js);
+	json_object_object_add(o, "latency", lat);
+	json_object_object_add(o, "throughput", series);
+	json_object_object_add(o, "failures", fails);
+	return 0;
+}
+
+/*
+ * GET /api/overview: what the dashboard shows, in one answer.  A part
+ * whose server is away is null, and said to be so; the rest is there.
+ */
+static void
+overview(struct server *s, struct response *res)
+{
+	struct response	 probe = { 0 };
+	json_object	*o = json_object_new_object();
+	int		 broker_ok, db_ok;
+
+	revive(s);
+	json_object_object_add(o, "now",
+	    json_object_new_int64(jobq_wall_ms() / 1000));
+	broker_ok = broker(s, &probe) == 0 && overview_queues(s, o) == 0;
+	free(probe.body);
+	probe.body = NULL;
+	db_ok = database(s, &probe) == 0 && overview_jobs(s, o) == 0;
+	free(probe.body);
+	json_object_object_add(o, "broker",
+	    json_object_new_string(broker_ok ? "ok" : "unavailable"));
+	json_object_object_add(o, "database",
+	    json_object_new_string(db_ok ? "ok" : "unavailable"));
+	json_object_object_add(o, "broker_error", broker_ok ? NULL :
+	    json_object_new_string("broker unavailable"));
+	json_object_object_add(o, "database_error", db_ok ? NULL :
+	    json_object_new_string("database unavailable"));
+	res->status = 200;
+	res->body = json_body(o);
+}
+
+/* GET /: the dashboard, a page that carries no data of its own. */
+static void
+dashboard(struct response *res)
+{
+	res->status = 200;
+	res->type = "text/html; charset=utf-8";
+	strcpy(res->extra, "Cache-Control: no-cache\r\n"
+	    "X-Content-Type-Options: nosniff\r\n"
+	    "Content-Security-Policy: default-src 'self'; "
+	    "script-src 'unsafe-inline'; style-src 'unsafe-inline'\r\n");
+	if ((res->body = strdup(dashboard_html)) == NULL)
+		fail(res, 503, "out of memory");
+}
+
 /* Whether a path carries data, and so needs the token when one is set. */
 static int
 guarded(const char *target)
@@ -755,7 +905,8 @@ guarded(const char *target)
 
 	return (n == 4 && strncmp(target, "/job", 4) == 0) ||
 	    strncmp(target, "/job/", 5) == 0 ||
-	    (n == 8 && strncmp(target, "/metrics", 8) == 0);
+	    (n == 8 && strncmp(target, "/metrics", 8) == 0) ||
+	    (n == 13 && strncmp(target, "/api/overview", 13) == 0);
 }
 
 static int
@@ -793,8 +944,17 @@ route(struct server *s, const struct jobq_http_req *req, const char *body,
 			healthz(s, res);
 		return;
 	}
+	if (strcmp(path, "/") == 0) {
+		if (!is_read(req->method)) {
+			strcpy(res->extra, "Allow: GET, HEAD\r\n");
+			fail(res, 405, "use GET");
+		} else
+			dashboard(res);
+		return;
+	}
 	if (strcmp(path, "/job") != 0 && strncmp(path, "/job/", 5) != 0 &&
-	    strcmp(path, "/metrics") != 0) {
+	    strcmp(path, "/metrics") != 0 &&
+	    strcmp(path, "/api/overview") != 0) {
 		fail(res, 404, "no such resource: %.64s", path);
 		return;
 	}
@@ -803,12 +963,15 @@ route(struct server *s, const struct jobq_http_req *req, const char *body,
 		fail(res, 401, "a valid bearer token is needed");
 		return;
 	}
-	if (strcmp(path, "/metrics") == 0) {
+	if (strcmp(path, "/metrics") == 0 ||
+	    strcmp(path, "/api/overview") == 0) {
 		if (!is_read(req->method)) {
 			strcpy(res->extra, "Allow: GET, HEAD\r\n");
 			fail(res, 405, "use GET");
-		} else
+		} else if (path[1] == 'm')
 			metrics(s, res);
+		else
+			overview(s, res);
 		return;
 	}
 	if (strcmp(path, "/job") == 0 && strcmp(req->method, "POST") == 0)

@@ -484,3 +484,47 @@ jobq_db_rates(PGconn *conn, int window, struct jobq_rates *r,
 	PQclear(res);
 	return 0;
 }
+
+/*
+ * Count the jobs that ended in each step of step_s seconds of the last
+ * window_s, succeeded and failed apart: each step that had any becomes
+ * an object of at, its start in seconds since the epoch, succeeded and
+ * failed, in an array, oldest first.
+ */
+json_object *
+jobq_db_series(PGconn *conn, int window_s, int step_s, struct jobq_err *err)
+{
+	PGresult	*res;
+	json_object	*a, *o;
+	char		 window[32], step[32];
+	const char	*params[2] = { window, step };
+	int		 row;
+
+	snprintf(window, sizeof(window), "%d", window_s);
+	snprintf(step, sizeof(step), "%d", step_s);
+	res = PQexecParams(conn, "SELECT (floor(extract(epoch FROM "
+	    "finished_at) / $2) * $2)::bigint AS t, "
+	    "count(*) FILTER (WHERE status = 'succeeded'), "
+	    "count(*) FILTER (WHERE status = 'failed') FROM jobs "
+	    "WHERE finished_at > now() - make_interval(secs => $1) "
+	    "AND status IN ('succeeded', 'failed') GROUP BY t ORDER BY t",
+	    2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		db_err(conn, res, "count recent jobs", err);
+		PQclear(res);
+		return NULL;
+	}
+	a = json_object_new_array();
+	for (row = 0; row < PQntuples(res); row++) {
+		o = json_object_new_object();
+		json_object_object_add(o, "at",
+		    json_object_new_int64(atoll(PQgetvalue(res, row, 0))));
+		json_object_object_add(o, "succeeded",
+		    json_object_new_int64(atoll(PQgetvalue(res, row, 1))));
+		json_object_object_add(o, "failed",
+		    json_object_new_int64(atoll(PQgetvalue(res, row, 2))));
+		json_object_array_add(a, o);
+	}
+	PQclear(res);
+	return a;
+}

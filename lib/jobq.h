@@ -310,5 +310,6 @@ int	 jobq_db_store_wait(PGconn *, long *, struct jobq_err *);
 int	 jobq_db_store(PGconn *, const char *, long *, struct jobq_err *);
 int	 jobq_db_stats(PGconn *, int, struct jobq_stats *, struct jobq_err *);
 int	 jobq_db_rates(PGconn *, int, struct jobq_rates *, struct jobq_err *);
+json_object *jobq_db_series(PGconn *, int, int, struct jobq_err *);
 
 #endif
