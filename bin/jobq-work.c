@@ -1249,6 +1249,9 @@ send_result(struct worker *w, uint64_t tag, const struct jobq_job *job,
 	res.worker = w->name;
 	strcpy(res.submitted_at, job->submitted_at);
 	strcpy(res.trace, job->trace);
+	/* A job that failed for good goes to the dead-letter queue too. */
+	if (strcmp(status, "failed") == 0)
+		res.dead_queue = (char *)(uintptr_t)w->cfg.dead_queue;
 	if (strcmp(status, "running") != 0)
 		jobq_now(res.finished_at);
 	strcpy(res.started_at, started_at != NULL ? started_at :

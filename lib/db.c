@@ -20,7 +20,8 @@
 #define ROW_COLUMNS \
 	"SELECT id::text, type, status, result::text, error, attempts, " \
 	"worker, " TS("submitted_at") ", " TS("started_at") ", " \
-	TS("finished_at") ", " TS("stored_at") ", traceparent FROM jobs "
+	TS("finished_at") ", " TS("stored_at") ", traceparent, " \
+	"dead_queue FROM jobs "
 
 static const char fetch_sql[] =
 	ROW_COLUMNS "WHERE id = ANY($1::uuid[])";
@@ -54,23 +55,27 @@ static const char store_sql[] =
 	" jsonb_to_recordset($1::jsonb) AS (id uuid, type text, status text,"
 	" result jsonb, error text, attempts int, worker text,"
 	" submitted_at timestamptz, started_at timestamptz,"
-	" finished_at timestamptz, traceparent text)) WITH ORDINALITY"
-	" AS r(id, type, status, result, error, attempts, worker,"
-	" submitted_at, started_at, finished_at, traceparent, n)"
+	" finished_at timestamptz, traceparent text, dead_queue text))"
+	" WITH ORDINALITY AS r(id, type, status, result, error, attempts,"
+	" worker, submitted_at, started_at, finished_at, traceparent,"
+	" dead_queue, n)"
 	" ORDER BY r.id, r.attempts DESC, jobq_status_rank(r.status) DESC,"
 	" r.n"
 	"), stored AS ("
 	" INSERT INTO jobs AS j (id, type, status, result, error, attempts,"
-	" worker, submitted_at, started_at, finished_at, traceparent)"
+	" worker, submitted_at, started_at, finished_at, traceparent,"
+	" dead_queue)"
 	" SELECT id, type, status, result, error, attempts, worker,"
-	" submitted_at, started_at, finished_at, traceparent FROM batch"
+	" submitted_at, started_at, finished_at, traceparent, dead_queue"
+	" FROM batch"
 	" ON CONFLICT (id) DO UPDATE SET type = EXCLUDED.type,"
 	" status = EXCLUDED.status, result = EXCLUDED.result,"
 	" error = EXCLUDED.error, attempts = EXCLUDED.attempts,"
 	" worker = EXCLUDED.worker, submitted_at = EXCLUDED.submitted_at,"
 	" started_at = EXCLUDED.started_at,"
 	" finished_at = EXCLUDED.finished_at,"
-	" traceparent = EXCLUDED.traceparent, stored_at = now()"
+	" traceparent = EXCLUDED.traceparent,"
+	" dead_queue = EXCLUDED.dead_queue, stored_at = now()"
 	" WHERE (EXCLUDED.attempts, jobq_status_rank(EXCLUDED.status)) >"
 	" (j.attempts, jobq_status_rank(j.status))"
 	" RETURNING 1"
@@ -175,7 +180,7 @@ row_object(PGresult *res, int row)
 	static const char	*names[] = { "id", "type", "status", "result",
 				    "error", "attempts", "worker",
 				    "submitted_at", "started_at", "finished_at",
-				    "stored_at", "traceparent" };
+				    "stored_at", "traceparent", "dead_queue" };
 	json_object		*o, *v;
 	int			 col;
 

@@ -321,6 +321,8 @@ jobq_result_object(const struct jobq_result *r)
 	    r->finished_at : NULL);
 	if (*r->trace != '\0')
 		add_str(m, "traceparent", r->trace);
+	if (r->dead_queue != NULL)
+		add_str(m, "dead_queue", r->dead_queue);
 	return m;
 }
 
@@ -431,7 +433,8 @@ jobq_result_decode(const void *body, size_t len, struct jobq_result *r,
 	    time_member(m, "started_at", r->started_at, err) == -1 ||
 	    finish_member(m, r->status, r->finished_at, err) == -1 ||
 	    opt_str_member(m, "error", &r->error, err) == -1 ||
-	    opt_str_member(m, "worker", &r->worker, err) == -1)
+	    opt_str_member(m, "worker", &r->worker, err) == -1 ||
+	    opt_str_member(m, "dead_queue", &r->dead_queue, err) == -1)
 		goto out;
 	if (int_member(m, "attempts", 1, JOBQ_MAX_ATTEMPTS, &r->attempts,
 	    err) != 1) {
@@ -442,6 +445,12 @@ jobq_result_decode(const void *body, size_t len, struct jobq_result *r,
 	}
 	if (trace_member(m, r->trace, err) == -1)
 		goto out;
+	if (r->dead_queue != NULL && (*r->dead_queue == '\0' ||
+	    strlen(r->dead_queue) > 255)) {
+		jobq_errf(err, EX_DATAERR, "member \"dead_queue\": not a "
+		    "queue name");
+		goto out;
+	}
 	json_object_object_get_ex(m, "result", &result);
 	if (jobq_json_has_nul(result)) {
 		jobq_errf(err, EX_DATAERR, "member \"result\": holds a NUL "
@@ -468,6 +477,7 @@ jobq_result_clear(struct jobq_result *r)
 	json_object_put(r->result);
 	free(r->error);
 	free(r->worker);
+	free(r->dead_queue);
 	r->result = NULL;
-	r->error = r->worker = NULL;
+	r->error = r->worker = r->dead_queue = NULL;
 }

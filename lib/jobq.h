@@ -119,6 +119,7 @@ struct jobq_result {
 	char		 started_at[JOBQ_TIME_MAX + 1];
 	char		 finished_at[JOBQ_TIME_MAX + 1];
 	char		 trace[JOBQ_TRACE_LEN + 1];	/* "": none */
+	char		*dead_queue;	/* owned; where it was dead-lettered */
 };
 
 /* A reader of a stream of JSON documents; see jobq_reader_next(). */

@@ -196,6 +196,7 @@ echo broken >&2; exit 65'
 	run jobq-result -t 20 "$id"
 	assert_failure 1
 	assert_output --partial '"status":"failed","result":null,"error":"exit status 65: broken","attempts":1'
+	assert_output --partial "\"dead_queue\":\"$JOBQ_DEAD_QUEUE\"}"
 	run jobq-dead -P "$id"
 	assert_success
 	assert_output "$id"
@@ -203,6 +204,7 @@ echo broken >&2; exit 65'
 	run jobq-result "$id"
 	assert_success
 	assert_output --partial '"status":"succeeded","result":"fixed","error":null,"attempts":2'
+	assert_output --partial '"dead_queue":null}'
 	assert_equal "$(depth "$JOBQ_DEAD_QUEUE")" 0
 }
 

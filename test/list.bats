@@ -38,7 +38,7 @@ setup() {
 	run jobq-result -l
 	assert_success
 	assert_equal "$(ids)" "$(for i in 5 4 3 2 1; do id "$i"; done)"
-	assert_line --index 0 --regexp "^\{\"id\":\"$(id 5)\",\"type\":\"a\",\"status\":\"succeeded\",.*\"traceparent\":null\}$"
+	assert_line --index 0 --regexp "^\{\"id\":\"$(id 5)\",\"type\":\"a\",\"status\":\"succeeded\",.*\"traceparent\":null,\"dead_queue\":null\}$"
 }
 
 @test "list: -k, -y and -N choose the rows, -M how many" {

@@ -281,7 +281,8 @@ jobq-migrate: nothing to do: all 1 migrations are applied"
 jobq-migrate: applied 002_retrying.sql
 jobq-migrate: applied 003_running.sql
 jobq-migrate: applied 004_traceparent.sql
-jobq-migrate: applied 005_submitted_at.sql"
+jobq-migrate: applied 005_submitted_at.sql
+jobq-migrate: applied 006_dead_queue.sql"
 	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
 	    VALUES (gen_random_uuid(), 't', 'retrying', 1, now())"
 	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
@@ -291,7 +292,7 @@ jobq-migrate: applied 005_submitted_at.sql"
 	assert_failure
 	run --separate-stderr jobq-migrate -m "$ROOT/sql"
 	assert_equal "$stderr" \
-	    "jobq-migrate: nothing to do: all 5 migrations are applied"
+	    "jobq-migrate: nothing to do: all 6 migrations are applied"
 }
 
 @test "jobq-migrate: -m wins over JOBQ_SQL_DIR" {

@@ -21,7 +21,7 @@ row() {
 	row "$A" succeeded
 	run jobq-result "$A"
 	assert_success
-	assert_output --regexp "^\{\"id\":\"$A\",\"type\":\"t\",\"status\":\"succeeded\",\"result\":\{\"k\":\"v/w\"\},\"error\":null,\"attempts\":1,\"worker\":\"h:1\",\"submitted_at\":\"2026-01-01T00:00:00.000001Z\",\"started_at\":\"2026-01-01T00:00:01.000000Z\",\"finished_at\":\"2026-01-01T00:00:02.000000Z\",\"stored_at\":\"[0-9-]+T[0-9:]+\.[0-9]{6}Z\",\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"\}$"
+	assert_output --regexp "^\{\"id\":\"$A\",\"type\":\"t\",\"status\":\"succeeded\",\"result\":\{\"k\":\"v/w\"\},\"error\":null,\"attempts\":1,\"worker\":\"h:1\",\"submitted_at\":\"2026-01-01T00:00:00.000001Z\",\"started_at\":\"2026-01-01T00:00:01.000000Z\",\"finished_at\":\"2026-01-01T00:00:02.000000Z\",\"stored_at\":\"[0-9-]+T[0-9:]+\.[0-9]{6}Z\",\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\",\"dead_queue\":null\}$"
 }
 
 @test "jobq-result: rows come in the order of the arguments" {

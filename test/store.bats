@@ -291,6 +291,19 @@ running() {
 	msg "$1" running "$2" null | sed 's/"finished_at":"[^"]*"/"finished_at":null/'
 }
 
+@test "jobq-store: the dead-letter queue of a failed job is kept; a bad one refused" {
+	start_store
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" failed 1 null |
+	    sed 's/}$/,"dead_queue":"job-dead"}/')"
+	qtool put "$JOBQ_RESULT_QUEUE" "$(msg "$ID" failed 1 null |
+	    sed 's/3b7e/4b7e/; s/}$/,"dead_queue":""}/')"
+	eventually stored 1
+	assert_equal "$(sql "SELECT dead_queue FROM jobs")" job-dead
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=not a result: member "dead_queue": not a queue name'
+}
+
 @test "jobq-store: a running job has a row with no end, which its result replaces" {
 	start_store
 	qtool put "$JOBQ_RESULT_QUEUE" "$(running "$ID" 1)"
