@@ -57,6 +57,7 @@ struct server {
 	int			 max_headers;
 	int			 idle_s, read_s;
 	int			 cgi;
+	int			 queued;	/* -Q: say each job is queued */
 	char			 base[256];	/* CGI: where it is mounted */
 	char			 remote[INET6_ADDRSTRLEN + 8];
 	char			*in;		/* bytes read, not yet used */
@@ -72,7 +73,7 @@ usage(int status)
 	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
 	FILE	*f = status == 0 ? stdout : stderr;
 
-	fprintf(f, "usage: %s [-hV] [-d conninfo] [-H bytes] [-i seconds] "
+	fprintf(f, "usage: %s [-hQV] [-d conninfo] [-H bytes] [-i seconds] "
 	    "[-L log]\n\t[-n headers] [-q queue] [-r queue] [-S bytes] "
 	    "[-T file] [-t seconds]\n\t[-u url] [-x exchange]\n", progname);
 	exit(status);
@@ -541,6 +542,13 @@ post_job(struct server *s, const struct jobq_http_req *req,
 	free(msg);
 	if (rc == -1)
 		goto out;
+	/* The job is in; that it is queued is news, and may be lost. */
+	if (s->queued) {
+		if (jobq_amqp_say_queued(s->amqp, &s->cfg, &job, &err) == -1)
+			broker_lost(s, &err);
+		else
+			s->next_seq++;
+	}
 	o = json_object_new_object();
 	json_object_object_add(o, "id", json_object_new_string(job.id));
 	res->status = 202;
@@ -1142,6 +1150,7 @@ options(struct server *s, int argc, char *argv[], const char **log)
 		{ "idle",	required_argument,	NULL, 'i' },
 		{ "log",	required_argument,	NULL, 'L' },
 		{ "max-headers", required_argument,	NULL, 'n' },
+		{ "queued",	no_argument,		NULL, 'Q' },
 		{ "queue",	required_argument,	NULL, 'q' },
 		{ "result-queue", required_argument,	NULL, 'r' },
 		{ "max-size",	required_argument,	NULL, 'S' },
@@ -1157,9 +1166,12 @@ options(struct server *s, int argc, char *argv[], const char **log)
 	long		 v;
 	int		 c;
 
-	while ((c = getopt_long(argc, argv, "d:H:hi:L:n:q:r:S:T:t:u:Vx:",
+	while ((c = getopt_long(argc, argv, "d:H:hi:L:n:Qq:r:S:T:t:u:Vx:",
 	    longopts, NULL)) != -1)
 		switch (c) {
+		case 'Q':
+			s->queued = 1;
+			break;
 		case 'H':
 			if (jobq_opt_number(c, optarg, 256, 1048576, "bytes",
 			    &v, &err) == -1)

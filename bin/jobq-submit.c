@@ -41,6 +41,7 @@ struct submit {
 	size_t			 off, len;
 	int			 eof;
 	int			 stopped;	/* no more input is taken */
+	int			 queued;	/* -Q: say each job is queued */
 	struct jobq_err		 err;		/* why it stopped */
 };
 
@@ -52,7 +53,7 @@ usage(int status)
 	/* Asked for with -h, it is output; after a mistake, a diagnostic. */
 	FILE	*f = status == 0 ? stdout : stderr;
 
-	fprintf(f, "usage: %s [-hV] [-q queue] [-r queue] [-S bytes] "
+	fprintf(f, "usage: %s [-hQV] [-q queue] [-r queue] [-S bytes] "
 	    "[-u url] [-x exchange]\n", progname);
 	exit(status);
 }
@@ -117,6 +118,17 @@ publish(struct submit *s, json_object *doc)
 	}
 	strcpy(slot(s, s->count)->id, job.id);
 	slot(s, s->count)->seq = s->next_seq++;
+	/*
+	 * Its confirm, numbered after the job's, is no slot's: settle()
+	 * passes it by, and a multiple one covers the job's too.
+	 */
+	if (s->queued) {
+		if (jobq_amqp_say_queued(s->conn, &s->cfg, &job, &err) == -1) {
+			jobq_job_clear(&job);
+			die(&err);
+		}
+		s->next_seq++;
+	}
 	slot(s, s->count)->state = PENDING;
 	s->count++;
 	jobq_job_clear(&job);
@@ -285,6 +297,7 @@ main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
 		{ "help",	no_argument,		NULL, 'h' },
+		{ "queued",	no_argument,		NULL, 'Q' },
 		{ "queue",	required_argument,	NULL, 'q' },
 		{ "result-queue", required_argument,	NULL, 'r' },
 		{ "max-size",	required_argument,	NULL, 'S' },
@@ -298,9 +311,12 @@ main(int argc, char *argv[])
 	int			 c;
 
 	jobq_config_init(&s.cfg);
-	while ((c = getopt_long(argc, argv, "hq:r:S:u:Vx:", longopts,
+	while ((c = getopt_long(argc, argv, "hQq:r:S:u:Vx:", longopts,
 	    NULL)) != -1)
 		switch (c) {
+		case 'Q':
+			s.queued = 1;
+			break;
 		case 'V':
 			printf("%s %s\n", progname, JOBQ_VERSION);
 			return 0;

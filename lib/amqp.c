@@ -461,6 +461,34 @@ jobq_amqp_publish(amqp_connection_state_t conn, const char *exchange,
 }
 
 /*
+ * Publish that a job is queued, to the result queue, where the store
+ * makes it the job's first row.  It is news, not a duty: not mandatory,
+ * and no one needs to wait for its confirm, though with confirms
+ * selected it takes a sequence number.
+ */
+int
+jobq_amqp_say_queued(amqp_connection_state_t conn,
+    const struct jobq_config *cfg, const struct jobq_job *job,
+    struct jobq_err *err)
+{
+	struct jobq_pub	 pub;
+	char		*body;
+	int		 rc;
+
+	if ((body = jobq_queued_encode(job)) == NULL)
+		return jobq_errf(err, EX_OSERR, "out of memory");
+	memset(&pub, 0, sizeof(pub));
+	pub.exchange = "";
+	pub.key = cfg->result_queue;
+	pub.id = job->id;
+	pub.type = job->type;
+	pub.trace = job->trace;
+	rc = jobq_amqp_send(conn, &pub, body, strlen(body), err);
+	free(body);
+	return rc;
+}
+
+/*
  * Add a header to a set being built; the strings must outlive the
  * publish.  A set that is full takes no more.
  */

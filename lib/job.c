@@ -316,7 +316,8 @@ jobq_result_object(const struct jobq_result *r)
 	    json_object_new_int(r->attempts));
 	add_str(m, "worker", r->worker);
 	add_str(m, "submitted_at", r->submitted_at);
-	add_str(m, "started_at", r->started_at);
+	add_str(m, "started_at", *r->started_at != '\0' ? r->started_at :
+	    NULL);
 	add_str(m, "finished_at", *r->finished_at != '\0' ?
 	    r->finished_at : NULL);
 	if (*r->trace != '\0')
@@ -324,6 +325,25 @@ jobq_result_object(const struct jobq_result *r)
 	if (r->dead_queue != NULL)
 		add_str(m, "dead_queue", r->dead_queue);
 	return m;
+}
+
+/*
+ * The message that says a job is queued, as the JSON text of a result
+ * message whose attempt is the one to come; free() it.
+ */
+char *
+jobq_queued_encode(const struct jobq_job *job)
+{
+	struct jobq_result	 r;
+
+	memset(&r, 0, sizeof(r));
+	strcpy(r.id, job->id);
+	strcpy(r.type, job->type);
+	strcpy(r.status, "queued");
+	r.attempts = job->attempt;
+	strcpy(r.submitted_at, job->submitted_at);
+	strcpy(r.trace, job->trace);
+	return jobq_result_encode(&r);
 }
 
 /* The result as the JSON text of a result message; free() it. */
@@ -367,7 +387,7 @@ status_member(json_object *m, char status[16], struct jobq_err *err)
 		return -1;
 	s = json_object_get_string(v);
 	if (!jobq_status_final(s) && strcmp(s, "retrying") != 0 &&
-	    strcmp(s, "running") != 0)
+	    strcmp(s, "running") != 0 && strcmp(s, "queued") != 0)
 		return jobq_errf(err, EX_DATAERR, "member \"status\": "
 		    "\"%.32s\" is not a status known here", s);
 	strcpy(status, s);
@@ -392,23 +412,41 @@ trace_member(json_object *m, char out[JOBQ_TRACE_LEN + 1],
 	return 0;
 }
 
+/* Read a time that must be null or missing, as a job's status says. */
+static int
+no_time_member(json_object *m, const char *key, const char *status,
+    char out[JOBQ_TIME_MAX + 1], struct jobq_err *err)
+{
+	json_object	*v;
+
+	*out = '\0';
+	if (json_object_object_get_ex(m, key, &v) && v != NULL)
+		return jobq_errf(err, EX_DATAERR, "member \"%s\": not null "
+		    "for a job that is %s", key, status);
+	return 0;
+}
+
+/* Read when the attempt started: a time, but none while it is queued. */
+static int
+start_member(json_object *m, const char *status,
+    char out[JOBQ_TIME_MAX + 1], struct jobq_err *err)
+{
+	if (strcmp(status, "queued") == 0)
+		return no_time_member(m, "started_at", status, out, err);
+	return time_member(m, "started_at", out, err);
+}
+
 /*
- * Read when the attempt ended: a time, but null or missing while the
- * job is running, which has no end yet.
+ * Read when the attempt ended: a time, but none while the job is queued
+ * or running, which has no end yet.
  */
 static int
 finish_member(json_object *m, const char *status,
     char out[JOBQ_TIME_MAX + 1], struct jobq_err *err)
 {
-	json_object	*v;
-
-	if (strcmp(status, "running") != 0)
-		return time_member(m, "finished_at", out, err);
-	*out = '\0';
-	if (json_object_object_get_ex(m, "finished_at", &v) && v != NULL)
-		return jobq_errf(err, EX_DATAERR, "member \"finished_at\": "
-		    "not null for a job that is running");
-	return 0;
+	if (strcmp(status, "queued") == 0 || strcmp(status, "running") == 0)
+		return no_time_member(m, "finished_at", status, out, err);
+	return time_member(m, "finished_at", out, err);
 }
 
 /*
@@ -430,7 +468,7 @@ jobq_result_decode(const void *body, size_t len, struct jobq_result *r,
 	    type_member(m, r->type, err) == -1 ||
 	    status_member(m, r->status, err) == -1 ||
 	    time_member(m, "submitted_at", r->submitted_at, err) == -1 ||
-	    time_member(m, "started_at", r->started_at, err) == -1 ||
+	    start_member(m, r->status, r->started_at, err) == -1 ||
 	    finish_member(m, r->status, r->finished_at, err) == -1 ||
 	    opt_str_member(m, "error", &r->error, err) == -1 ||
 	    opt_str_member(m, "worker", &r->worker, err) == -1 ||

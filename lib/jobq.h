@@ -238,6 +238,7 @@ int	 jobq_job_decode(const void *, size_t, struct jobq_job *,
 	    struct jobq_err *);
 void	 jobq_job_clear(struct jobq_job *);
 json_object *jobq_result_object(const struct jobq_result *);
+char	*jobq_queued_encode(const struct jobq_job *);
 char	*jobq_result_encode(const struct jobq_result *);
 int	 jobq_result_decode(const void *, size_t, struct jobq_result *,
 	    struct jobq_err *);
@@ -264,6 +265,9 @@ int	 jobq_amqp_declare_retry(amqp_connection_state_t,
 int	 jobq_amqp_publish(amqp_connection_state_t, const char *,
 	    const char *, int, const char *, const char *, const char *,
 	    const char *, size_t, struct jobq_err *);
+int	 jobq_amqp_say_queued(amqp_connection_state_t,
+	    const struct jobq_config *, const struct jobq_job *,
+	    struct jobq_err *);
 int	 jobq_amqp_send(amqp_connection_state_t, const struct jobq_pub *,
 	    const void *, size_t, struct jobq_err *);
 void	 jobq_header_str(struct jobq_headers *, const char *, const char *);

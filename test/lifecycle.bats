@@ -96,3 +96,43 @@ while [ ! -e $JOBS/go ]; do sleep 0.1; done"
 	assert_failure 64
 	assert_line --index 0 --partial 'jobq-work: -s soon: not a number of milliseconds'
 }
+
+@test "lifecycle: with -Q, jobq-submit gives each job a queued row" {
+	migrate
+	start store jobq-store
+	echo '{"type":"x"}' | TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 jobq-submit -Q >"$JOBS/ids"
+	id=$(cat "$JOBS/ids")
+	eventually status_of "$id" queued
+	run sql "SELECT attempts, worker IS NULL, started_at IS NULL,
+	    finished_at IS NULL, traceparent LIKE '00-4bf92f3577b34da6a3ce929d0e0e4736-%'
+	    FROM jobs"
+	assert_output '1|t|t|t|t'
+	run jobq-result "$id"
+	assert_failure 75
+	assert_output --partial '"status":"queued"'
+	start work jobq-work -j 1 true
+	run jobq-result -w -t 30 "$id"
+	assert_success
+	assert_output --partial '"status":"succeeded"'
+}
+
+@test "lifecycle: with -Q, POST /job gives the job a queued row" {
+	migrate
+	start store jobq-store
+	run sh -c "printf 'POST /job HTTP/1.1\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"type\":\"x\"}' | jobq-httpd -Q 2>/dev/null"
+	assert_line --index 0 $'HTTP/1.1 202 Accepted\r'
+	id=$(printf '%s\n' "$output" | sed -n 's/.*{"id":"\([^"]*\)"}.*/\1/p')
+	eventually status_of "$id" queued
+	run jobq-submit -Q -x
+	assert_failure 64
+}
+
+@test "lifecycle: without -Q, a job has no row until it runs" {
+	migrate
+	start store jobq-store
+	echo '{"type":"x"}' | submit
+	qtool put "$JOBQ_RESULT_QUEUE" "$(printf '{"v":1,"id":"%s","type":"x","status":"queued","result":null,"error":null,"attempts":1,"worker":null,"submitted_at":"2026-01-01T00:00:00Z","started_at":null,"finished_at":null}' 3b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09)"
+	eventually status_of 3b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09 queued
+	assert_equal "$(sql "SELECT count(*) FROM jobs WHERE id = '$(cat "$JOBS/ids")'")" 0
+	assert_equal "$(depth "$JOBQ_RESULT_QUEUE")" 0
+}

@@ -282,17 +282,20 @@ jobq-migrate: applied 002_retrying.sql
 jobq-migrate: applied 003_running.sql
 jobq-migrate: applied 004_traceparent.sql
 jobq-migrate: applied 005_submitted_at.sql
-jobq-migrate: applied 006_dead_queue.sql"
+jobq-migrate: applied 006_dead_queue.sql
+jobq-migrate: applied 007_queued.sql"
 	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
 	    VALUES (gen_random_uuid(), 't', 'retrying', 1, now())"
 	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
 	    VALUES (gen_random_uuid(), 't', 'running', 1, now())"
-	run sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
+	sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
 	    VALUES (gen_random_uuid(), 't', 'queued', 1, now())"
+	run sql "INSERT INTO jobs (id, type, status, attempts, submitted_at)
+	    VALUES (gen_random_uuid(), 't', 'waiting', 1, now())"
 	assert_failure
 	run --separate-stderr jobq-migrate -m "$ROOT/sql"
 	assert_equal "$stderr" \
-	    "jobq-migrate: nothing to do: all 6 migrations are applied"
+	    "jobq-migrate: nothing to do: all 7 migrations are applied"
 }
 
 @test "jobq-migrate: -m wins over JOBQ_SQL_DIR" {

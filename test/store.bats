@@ -304,6 +304,26 @@ running() {
 	assert_output --partial 'x-jobq-reason=not a result: member "dead_queue": not a queue name'
 }
 
+@test "jobq-store: a queued job has no start and no end; a later state replaces it" {
+	start_store
+	queued='{"v":1,"id":"%s","type":"t","status":"queued","result":null,"error":null,"attempts":1,"worker":null,"submitted_at":"2026-01-01T00:00:00Z","started_at":%s,"finished_at":null}'
+	# shellcheck disable=SC2059
+	qtool put "$JOBQ_RESULT_QUEUE" "$(printf "$queued" "$ID" null)"
+	eventually stored 1
+	assert_equal "$(sql "SELECT status, started_at IS NULL FROM jobs")" 'queued|t'
+	put_result "$ID" succeeded 1 '"done"'
+	eventually stored 1
+	# shellcheck disable=SC2059
+	qtool put "$JOBQ_RESULT_QUEUE" "$(printf "$queued" "$ID" null)"
+	eventually stored 1
+	assert_equal "$(sql "SELECT status FROM jobs")" succeeded
+	# shellcheck disable=SC2059
+	qtool put "$JOBQ_RESULT_QUEUE" "$(printf "$queued" 4b7e0a52-9c1d-4f6e-8a2b-5d4c3e2f1a09 '"2026-01-01T00:00:01Z"')"
+	eventually has_depth "$JOBQ_DEAD_QUEUE" 1
+	run qtool get "$JOBQ_DEAD_QUEUE"
+	assert_output --partial 'x-jobq-reason=not a result: member "started_at": not null for a job that is queued'
+}
+
 @test "jobq-store: a running job has a row with no end, which its result replaces" {
 	start_store
 	qtool put "$JOBQ_RESULT_QUEUE" "$(running "$ID" 1)"

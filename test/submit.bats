@@ -753,7 +753,7 @@ to exchange $JOBQ_EXCHANGE"
 @test "jobq-submit: -h prints the usage on stdout and exits 0" {
 	run --separate-stderr jobq-submit -h </dev/null
 	assert_success
-	assert_output --regexp '^usage: jobq-submit \[-hV\] '
+	assert_output --regexp '^usage: jobq-submit \[-hQV\] '
 	assert_equal "$stderr" ""
 }
 
