@@ -112,9 +112,12 @@ serve() {
 	failed=$(sql "SELECT id FROM jobs WHERE status = 'failed'")
 	browse "${url}#job=$failed" >"$JOBS/dom.html"
 	for s in queued running retrying failed succeeded; do
-		assert_equal "$(shown "data-status=\"$s" count <"$JOBS/dom.html")" \
-		    "$(sql "SELECT count(*) FROM jobs WHERE status = '$s'")"
+		page=$(shown "data-status=\"$s" count <"$JOBS/dom.html")
+		table=$(sql "SELECT count(*) FROM jobs WHERE status = '$s'")
+		assert_equal "$page" "$table"
+		figures="$figures $s $page/$table"
 	done
+	echo "# page/table:$figures" >&3
 	assert_equal "$(shown "data-queue=\"$JOBQ_DEAD_QUEUE" ready <"$JOBS/dom.html")" \
 	    "$(depth "$JOBQ_DEAD_QUEUE")"
 	run grep -o 'id="broker" class="ok">ok\|id="database" class="ok">ok' "$JOBS/dom.html"
