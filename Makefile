@@ -36,7 +36,8 @@ BUILD_CFLAGS =	$(JOBQ_CFLAGS) $(CFLAGS) $(SAN_FLAGS)
 TOOLS =		jobq-migrate jobq-submit jobq-work jobq-store jobq-result \
 		jobq-httpd jobq-dead jobq-stat
 BINS =		$(TOOLS:%=bin/%)
-LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/http.o lib/job.o lib/json.o
+LIBOBJS =	lib/amqp.o lib/db.o lib/err.o lib/http.o lib/job.o lib/json.o \
+		lib/mgmt.o
 LIB =		lib/libjobq.a
 MANS1 =		man/jobq-migrate.1 man/jobq-submit.1 man/jobq-work.1 \
 		man/jobq-store.1 man/jobq-result.1 man/jobq-stack.1 \

@@ -3,7 +3,8 @@
  *
  * One look, or one every N seconds like vmstat(8): the ready messages
  * and consumers of the job, result and dead-letter queues, as the
- * broker reports them to a passive declare, and the rows of each
+ * broker reports them to a passive declare, the unacknowledged ones
+ * too when the broker's management API is given, and the rows of each
  * status with those that reached it in the last minute.  A part whose
  * server cannot be reached says so; the other part is still shown.
  */
@@ -27,6 +28,7 @@
 struct queue_stat {
 	const char	*name;
 	long		 ready, consumers;
+	long		 unacked;	/* -1: not known */
 };
 
 #define ERR_LEN		sizeof(((struct jobq_err *)0)->msg)
@@ -39,12 +41,15 @@ struct stat_look {
 	struct jobq_rates	 rates;
 	int			 db_ok;
 	char			 db_err[ERR_LEN];
+	char			 mgmt_err[ERR_LEN];	/* "": none */
 };
 
 struct monitor {
 	struct jobq_config	 cfg;
 	amqp_connection_state_t	 amqp;	/* kept between looks; or NULL */
 	PGconn			*db;	/* the same */
+	const char		*mgmt;	/* the management API's URL, or NULL */
+	char			 vhost[256];
 	int			 json;
 	int			 redraw;	/* on a terminal, in place */
 };
@@ -59,9 +64,26 @@ usage(int status)
 	FILE	*f = status == 0 ? stdout : stderr;
 
 	fprintf(f, "usage: %s [-hV] [-d conninfo] [-E queue] [-F format] "
-	    "[-q queue]\n\t[-r queue] [-u url] [-x exchange] [seconds]\n",
-	    progname);
+	    "[-q queue]\n\t[-r queue] [-u url] [-W url] [-x exchange] "
+	    "[seconds]\n", progname);
 	exit(status);
+}
+
+/* The virtual host of the first broker URL, for the management API. */
+static void
+vhost(struct monitor *s)
+{
+	struct amqp_connection_info	 info;
+	char				*url;
+
+	strcpy(s->vhost, "/");
+	if (s->cfg.amqp_url == NULL || (url = strdup(s->cfg.amqp_url)) == NULL)
+		return;
+	/* "amqp://host/" names no virtual host, which means "/". */
+	if (amqp_parse_url(url, &info) == AMQP_STATUS_OK &&
+	    *info.vhost != '\0')
+		snprintf(s->vhost, sizeof(s->vhost), "%s", info.vhost);
+	free(url);
 }
 
 static void
@@ -69,6 +91,30 @@ on_signal(int sig)
 {
 	(void)sig;
 	stopping = 1;
+}
+
+/*
+ * Ask the management API for the messages that consumers hold; a
+ * failure is said once for the look, and leaves them unknown.
+ */
+static void
+look_mgmt(struct monitor *s, struct stat_look *l)
+{
+	struct jobq_err	 err;
+	long		 ready;
+	int		 i;
+
+	for (i = 0; i < NQUEUES && s->mgmt != NULL; i++)
+		if (jobq_mgmt_queue(s->mgmt, s->vhost, l->q[i].name, &ready,
+		    &l->q[i].unacked, &err) == -1) {
+			if (err.code == EX_USAGE) {
+				fprintf(stderr, "%s: %s\n", progname, err.msg);
+				exit(EX_USAGE);
+			}
+			snprintf(l->mgmt_err, sizeof(l->mgmt_err), "%s",
+			    err.msg);
+			l->q[i].unacked = -1;
+		}
 }
 
 /* Look at the broker, connecting first when need be. */
@@ -90,6 +136,7 @@ look_broker(struct monitor *s, struct stat_look *l)
 		    &l->q[i].consumers, &err) == -1)
 			goto fail;
 	l->broker_ok = 1;
+	look_mgmt(s, l);
 	return;
 fail:
 	if (err.code == EX_USAGE || err.code == EX_CONFIG) {
@@ -130,6 +177,7 @@ look(struct monitor *s, struct stat_look *l)
 	l->q[0].name = s->cfg.job_queue;
 	l->q[1].name = s->cfg.result_queue;
 	l->q[2].name = s->cfg.dead_queue;
+	l->q[0].unacked = l->q[1].unacked = l->q[2].unacked = -1;
 	look_broker(s, l);
 	look_db(s, l);
 }
@@ -142,15 +190,25 @@ print_text(const struct monitor *s, const struct stat_look *l)
 	if (s->redraw)
 		fputs("\033[H\033[J", stdout);
 	printf("%s\n\n", l->at);
-	printf("%-32s %10s %10s\n", "queue", "ready", "consumers");
-	for (i = 0; i < NQUEUES; i++)
-		if (l->broker_ok)
-			printf("%-32s %10ld %10ld\n", l->q[i].name,
-			    l->q[i].ready, l->q[i].consumers);
+	printf("%-32s %10s %10s %10s\n", "queue", "ready", "unacked",
+	    "consumers");
+	for (i = 0; i < NQUEUES; i++) {
+		if (!l->broker_ok) {
+			printf("%-32s %10s %10s %10s\n", l->q[i].name, "-", "-",
+			    "-");
+			continue;
+		}
+		printf("%-32s %10ld ", l->q[i].name, l->q[i].ready);
+		if (l->q[i].unacked >= 0)
+			printf("%10ld", l->q[i].unacked);
 		else
-			printf("%-32s %10s %10s\n", l->q[i].name, "-", "-");
+			printf("%10s", "-");
+		printf(" %10ld\n", l->q[i].consumers);
+	}
 	if (!l->broker_ok)
 		printf("broker unavailable: %s\n", l->broker_err);
+	else if (*l->mgmt_err != '\0')
+		printf("%s\n", l->mgmt_err);
 	printf("\n%-10s %12s %12s %10s\n", "status", "jobs", "last minute",
 	    "per second");
 	for (i = 0; i < JOBQ_STATUSES; i++)
@@ -184,6 +242,9 @@ print_json(const struct stat_look *l)
 			    json_object_new_string(l->q[i].name));
 			json_object_object_add(q, "ready",
 			    json_object_new_int64(l->q[i].ready));
+			json_object_object_add(q, "unacked",
+			    l->q[i].unacked < 0 ? NULL :
+			    json_object_new_int64(l->q[i].unacked));
 			json_object_object_add(q, "consumers",
 			    json_object_new_int64(l->q[i].consumers));
 			json_object_array_add(qs, q);
@@ -192,6 +253,8 @@ print_json(const struct stat_look *l)
 	json_object_object_add(o, "queues", qs);
 	json_object_object_add(o, "broker_error", l->broker_ok ? NULL :
 	    json_object_new_string(l->broker_err));
+	json_object_object_add(o, "management_error", *l->mgmt_err == '\0' ?
+	    NULL : json_object_new_string(l->mgmt_err));
 	js = NULL;
 	if (l->db_ok) {
 		js = json_object_new_object();
@@ -222,6 +285,7 @@ main(int argc, char *argv[])
 		{ "dead-queue",	required_argument,	NULL, 'E' },
 		{ "format",	required_argument,	NULL, 'F' },
 		{ "help",	no_argument,		NULL, 'h' },
+		{ "management-url", required_argument,	NULL, 'W' },
 		{ "queue",	required_argument,	NULL, 'q' },
 		{ "result-queue", required_argument,	NULL, 'r' },
 		{ "amqp-url",	required_argument,	NULL, 'u' },
@@ -238,9 +302,12 @@ main(int argc, char *argv[])
 
 	memset(&s, 0, sizeof(s));
 	jobq_config_init(&s.cfg);
-	while ((c = getopt_long(argc, argv, "d:E:F:hq:r:u:Vx:", longopts,
+	while ((c = getopt_long(argc, argv, "d:E:F:hq:r:u:VW:x:", longopts,
 	    NULL)) != -1)
 		switch (c) {
+		case 'W':
+			s.mgmt = optarg;
+			break;
 		case 'F':
 			if (strcmp(optarg, "json") == 0)
 				s.json = 1;
@@ -275,6 +342,11 @@ main(int argc, char *argv[])
 		    "%d\n", progname, argv[0], MAX_INTERVAL);
 		usage(EX_USAGE);
 	}
+	if (s.mgmt == NULL)
+		s.mgmt = getenv("JOBQ_MANAGEMENT_URL");
+	if (s.mgmt != NULL && *s.mgmt == '\0')
+		s.mgmt = NULL;
+	vhost(&s);
 	s.redraw = interval > 0 && !s.json && isatty(STDOUT_FILENO);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);

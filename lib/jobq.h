@@ -293,6 +293,10 @@ int	 jobq_amqp_depth(amqp_connection_state_t, const char *, long *,
 int	 jobq_amqp_move_due(amqp_connection_state_t, const char *,
 	    const char *, long, uint64_t *, long *, struct jobq_err *);
 
+/* mgmt.c: RabbitMQ's management API */
+int	 jobq_mgmt_queue(const char *, const char *, const char *, long *,
+	    long *, struct jobq_err *);
+
 /* http.c: HTTP requests */
 const char *jobq_http_head_end(const char *, size_t);
 int	 jobq_http_parse_head(const char *, size_t, int,

@@ -9,6 +9,8 @@ setup_suite() {
 	# Free ports are only free when looked at: another program may
 	# take one before a server binds it, so a failed start has a
 	# second chance on other ports.
+	# The broker's management API, for jobq-stat's unacked figures.
+	export JOBQ_SERVERS_MANAGEMENT=1
 	if ! "$root/scripts/servers" start "$JOBQ_TEST_SERVERS" >&3 2>&3; then
 		tail -n 20 "$JOBQ_TEST_SERVERS"/rabbit/server.log \
 		    "$JOBQ_TEST_SERVERS"/pg/postgres.log >&3 2>&1 || true

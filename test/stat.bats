@@ -22,9 +22,9 @@ rows() {
 	run jobq-stat
 	assert_success
 	assert_line --index 0 --regexp '^[0-9-]+T[0-9:.]+Z$'
-	assert_line --regexp "^$JOBQ_JOB_QUEUE +2 +0\$"
-	assert_line --regexp "^$JOBQ_RESULT_QUEUE +0 +1\$"
-	assert_line --regexp "^$JOBQ_DEAD_QUEUE +0 +0\$"
+	assert_line --regexp "^$JOBQ_JOB_QUEUE +2 +- +0\$"
+	assert_line --regexp "^$JOBQ_RESULT_QUEUE +0 +- +1\$"
+	assert_line --regexp "^$JOBQ_DEAD_QUEUE +0 +- +0\$"
 	assert_line --regexp '^succeeded +3 +2 +0\.0$'
 	assert_line --regexp '^failed +1 +1 +0\.0$'
 	assert_line --regexp '^running +1 +1 +0\.0$'
@@ -41,7 +41,7 @@ rows() {
 	run jq -c '[.queues[0], .jobs.succeeded.jobs,
 	    .jobs.succeeded.last_minute, .jobs.succeeded.per_second * 60,
 	    .jobs.retrying, .broker_error, .database_error]' <<<"$output"
-	assert_output "[{\"name\":\"$JOBQ_JOB_QUEUE\",\"ready\":1,\"consumers\":0},3,2,2,{\"jobs\":1,\"last_minute\":0,\"per_second\":0},null,null]"
+	assert_output "[{\"name\":\"$JOBQ_JOB_QUEUE\",\"ready\":1,\"unacked\":null,\"consumers\":0},3,2,2,{\"jobs\":1,\"last_minute\":0,\"per_second\":0},null,null]"
 }
 
 @test "stat: with seconds it looks again until stopped" {
@@ -60,7 +60,7 @@ rows() {
 	rows
 	run env PGPORT="$(dead_port)" jobq-stat
 	assert_failure 69
-	assert_line --regexp "^$JOBQ_JOB_QUEUE +0 +0\$"
+	assert_line --regexp "^$JOBQ_JOB_QUEUE +0 +- +0\$"
 	assert_line --regexp '^succeeded +- +- +-$'
 	assert_line --partial 'database unavailable: database: '
 	run env JOBQ_AMQP_URL="amqp://guest:secret@127.0.0.1:$(dead_port)/" \
@@ -69,6 +69,45 @@ rows() {
 	assert_line --index 0 --partial '"queues":null,"broker_error":"broker amqp://guest:****@'
 	assert_line --index 0 --partial '"jobs":{"queued":{"jobs":0'
 	refute_output --partial secret
+}
+
+# unacked QUEUE N: whether jobq-stat, asking the management API, shows
+# N messages of a queue held by consumers.
+unacked() {
+	jobq-stat -F json | jq -e --arg q "$1" --argjson n "$2" \
+	    '.queues[] | select(.name == $q) | .unacked == $n' >/dev/null
+}
+
+@test "stat: -W asks the management API for the messages consumers hold" {
+	[ -n "${JOBQ_TEST_MANAGEMENT_URL-}" ] ||
+	    fail "the test broker has no management API"
+	migrate
+	printf '{"type":"x"}\n{"type":"x"}\n{"type":"x"}\n' | submit
+	start work jobq-work -j 3 -s 600000 -- sh -c 'cat >/dev/null; exec sleep 600'
+	export JOBQ_MANAGEMENT_URL=$JOBQ_TEST_MANAGEMENT_URL
+	# The plugin's figures are some seconds old.
+	eventually unacked "$JOBQ_JOB_QUEUE" 3
+	run jobq-stat
+	assert_success
+	assert_line --regexp "^$JOBQ_JOB_QUEUE +0 +3 +1\$"
+	assert_line --regexp "^$JOBQ_DEAD_QUEUE +0 +0 +0\$"
+	unset JOBQ_MANAGEMENT_URL
+	run jobq-stat -W "$JOBQ_TEST_MANAGEMENT_URL" -F json
+	assert_success
+	run jq -c '[.queues[0].unacked, .management_error]' <<<"$output"
+	assert_output '[3,null]'
+}
+
+@test "stat: a management API that is away leaves unacked unknown, said once" {
+	migrate
+	run jobq-stat -W "http://guest:guest@127.0.0.1:$(dead_port)/"
+	assert_success
+	assert_line --regexp "^$JOBQ_JOB_QUEUE +0 +- +0\$"
+	assert_line --regexp '^management API 127\.0\.0\.1:[0-9]+: cannot connect$'
+	refute_output --partial guest
+	run jobq-stat -W "ftp://127.0.0.1/"
+	assert_failure 64
+	assert_output --partial 'jobq-stat: management URL: not an http:// URL'
 }
 
 @test "stat: usage errors exit 64" {
