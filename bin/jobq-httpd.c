@@ -34,6 +34,7 @@ static const char dashboard_html[] =
 
 #define CONFIRM_WAIT	10000	/* ms to wait for the broker's confirm */
 #define LATENCY_WINDOW	300	/* seconds of jobs in the latency metric */
+#define RATE_WINDOW	60	/* seconds of "last minute" */
 #define SERIES_WINDOW	600	/* seconds of the dashboard's chart */
 #define SERIES_STEP	10	/* seconds of each of its bars */
 #define FAILURES_SHOWN	10	/* recent failures on the dashboard */
@@ -690,7 +691,8 @@ queue_metrics(FILE *f, FILE *c, struct server *s, const char *queue,
 }
 
 static void
-job_metrics(FILE *f, const struct jobq_stats *st)
+job_metrics(FILE *f, const struct jobq_rates *rates,
+    const struct jobq_stats *st)
 {
 	int	 i;
 
@@ -698,7 +700,7 @@ job_metrics(FILE *f, const struct jobq_stats *st)
 	    "# TYPE jobq_jobs gauge\n");
 	for (i = 0; i < JOBQ_STATUSES; i++)
 		fprintf(f, "jobq_jobs{status=\"%s\"} %lld\n",
-		    jobq_statuses[i], st->by_status[i]);
+		    jobq_statuses[i], rates->by_status[i]);
 	fprintf(f, "# HELP jobq_job_latency_seconds From submitted to "
 	    "finished, of the jobs that finished in the last %d s.\n"
 	    "# TYPE jobq_job_latency_seconds histogram\n", LATENCY_WINDOW);
@@ -715,6 +717,7 @@ job_metrics(FILE *f, const struct jobq_stats *st)
 static void
 metrics(struct server *s, struct response *res)
 {
+	struct jobq_rates	 rates;
 	struct jobq_stats	 st;
 	struct jobq_err		 err;
 	char			*text = NULL, *ctext = NULL;
@@ -725,7 +728,8 @@ metrics(struct server *s, struct response *res)
 	revive(s);
 	if (broker(s, res) == -1 || database(s, res) == -1)
 		return;
-	if (jobq_db_stats(s->db, LATENCY_WINDOW, &st, &err) == -1) {
+	if (jobq_db_rates(s->db, RATE_WINDOW, &rates, &err) == -1 ||
+	    jobq_db_stats(s->db, LATENCY_WINDOW, &st, &err) == -1) {
 		jobq_log(JOBQ_ERROR, "database query failed", "err=%s",
 		    jobq_q(err.msg));
 		fail(res, 503, "database unavailable");
@@ -750,7 +754,7 @@ metrics(struct server *s, struct response *res)
 	else
 		fputs(ctext, f);
 	free(ctext);
-	job_metrics(f, &st);
+	job_metrics(f, &rates, &st);
 	if (fclose(f) != 0 || !ok) {
 		free(text);
 		if (!ok)
@@ -792,7 +796,8 @@ overview_queues(struct server *s, json_object *o)
 		q = json_object_new_object();
 		json_object_object_add(q, "name",
 		    json_object_new_string(names[i]));
-		json_object_object_add(q, "ready", json_object_new_int64(ready));
+		json_object_object_add(q, "ready",
+		    json_object_new_int64(ready));
 		json_object_object_add(q, "consumers",
 		    json_object_new_int64(consumers));
 		json_object_array_add(qs, q);
@@ -812,7 +817,7 @@ overview_jobs(struct server *s, json_object *o)
 	char			 le[32];
 	int			 i;
 
-	if (jobq_db_rates(s->db, 60, &rates, &err) == -1 ||
+	if (jobq_db_rates(s->db, RATE_WINDOW, &rates, &err) == -1 ||
 	    jobq_db_stats(s->db, LATENCY_WINDOW, &st, &err) == -1 ||
 	    (series = jobq_db_series(s->db, SERIES_WINDOW, SERIES_STEP,
 	    &err)) == NULL) {

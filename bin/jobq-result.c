@@ -145,6 +145,17 @@ wait_rows(PGconn *db, char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows,
 	}
 }
 
+/* 0 once the standard output is written out, else EX_IOERR. */
+static int
+flushed(void)
+{
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "%s: stdout: %s\n", progname, strerror(errno));
+		return EX_IOERR;
+	}
+	return 0;
+}
+
 /* Print the rows; the exit status that they call for. */
 static int
 print_rows(char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows, size_t n)
@@ -169,22 +180,9 @@ print_rows(char (*ids)[JOBQ_UUID_LEN + 1], json_object **rows, size_t n)
 		    strcmp(json_object_get_string(st), "failed") == 0)
 			rc = 1;
 	}
-	if (fflush(stdout) == EOF) {
-		fprintf(stderr, "%s: stdout: %s\n", progname, strerror(errno));
+	if (flushed() != 0)
 		return EX_IOERR;
-	}
 	return missing ? EX_TEMPFAIL : rc;
-}
-
-/* 0 once the standard output is written out, else EX_IOERR. */
-static int
-flushed(void)
-{
-	if (fflush(stdout) == EOF) {
-		fprintf(stderr, "%s: stdout: %s\n", progname, strerror(errno));
-		return EX_IOERR;
-	}
-	return 0;
 }
 
 /* Print a listed row, and let it go. */

@@ -404,9 +404,8 @@ jobq_db_store(PGconn *conn, const char *batch, long *stored,
 }
 
 /*
- * Count the rows of each status, and the latencies (finished_at -
- * submitted_at) of the jobs that finished in the last window seconds,
- * by the buckets of jobq_buckets.
+ * Count the latencies (finished_at - submitted_at) of the jobs that
+ * finished in the last window seconds, by the buckets of jobq_buckets.
  */
 int
 jobq_db_stats(PGconn *conn, int window, struct jobq_stats *st,
@@ -415,7 +414,7 @@ jobq_db_stats(PGconn *conn, int window, struct jobq_stats *st,
 	PGresult	*res;
 	char		 secs[32], sql[2048];
 	const char	*params[1] = { secs };
-	int		 row, i, n;
+	int		 i, n;
 
 	memset(st, 0, sizeof(*st));
 	/* One count per bucket, made from jobq_buckets. */
@@ -427,19 +426,6 @@ jobq_db_stats(PGconn *conn, int window, struct jobq_stats *st,
 	    "FROM (SELECT extract(epoch FROM finished_at - submitted_at) "
 	    "AS l FROM jobs WHERE finished_at > now() - "
 	    "make_interval(secs => $1)) AS recent");
-	res = PQexec(conn, "SELECT status, count(*) FROM jobs GROUP BY status");
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		db_err(conn, res, "count jobs", err);
-		PQclear(res);
-		return -1;
-	}
-	for (row = 0; row < PQntuples(res); row++)
-		for (i = 0; i < JOBQ_STATUSES; i++)
-			if (strcmp(PQgetvalue(res, row, 0),
-			    jobq_statuses[i]) == 0)
-				st->by_status[i] = atoll(PQgetvalue(res, row,
-				    1));
-	PQclear(res);
 	snprintf(secs, sizeof(secs), "%d", window);
 	res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -165,14 +165,14 @@ struct jobq_http_req {
 	int		 traces;	/* traceparent headers seen */
 };
 
-/* Counts from the jobs table; see jobq_db_stats(). */
+/* Counts from the jobs table; see jobq_db_rates() and jobq_db_stats(). */
 #define JOBQ_STATUSES		5
 #define JOBQ_BUCKETS		14
 extern const char *const jobq_statuses[JOBQ_STATUSES];
 extern const double jobq_buckets[JOBQ_BUCKETS];	/* seconds */
 
+/* Latencies of the jobs that ended in a recent window. */
 struct jobq_stats {
-	long long	 by_status[JOBQ_STATUSES];
 	long long	 le[JOBQ_BUCKETS];	/* latencies <= each bucket */
 	long long	 count;			/* latencies in the window */
 	double		 sum;			/* seconds */
